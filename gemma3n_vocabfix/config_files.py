@@ -1,0 +1,82 @@
+"""Rewrite config.json and generation_config.json in place: only the layout fields and token ids change.
+
+Loading and re-saving through transformers' config classes would drop and add keys that older
+transformers, vLLM and llama.cpp still read, so the JSON is edited as plain data, key order kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .layout import Layout
+
+IdFn = Callable[[int], int]
+ID_LIST_KEYS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids")
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    file: str
+    key: str  # dotted path, e.g. "text_config.vocab_size"
+    old: Any
+    new: Any
+
+
+def holds_token_ids(key: str) -> bool:
+    return key.endswith("_token_id") or key.endswith("_token_ids") or key in ID_LIST_KEYS
+
+
+def _map_ids(value: Any, new_id: IdFn) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return new_id(value) if value >= 0 else value
+    if isinstance(value, list):
+        return [_map_ids(v, new_id) for v in value]
+    return value
+
+
+def _remap_token_ids(node: dict, new_id: IdFn, file: str, prefix: str, changes: list[FieldChange]) -> None:
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _remap_token_ids(value, new_id, file, path + ".", changes)
+        elif holds_token_ids(key):
+            mapped = _map_ids(value, new_id)
+            if mapped != value:
+                node[key] = mapped
+                changes.append(FieldChange(file, path, value, mapped))
+
+
+def _set(node: dict, path: str, value: int, file: str, changes: list[FieldChange]) -> None:
+    *parents, key = path.split(".")
+    for p in parents:
+        node = node[p]
+    if node.get(key) != value:
+        changes.append(FieldChange(file, path, node.get(key), value))
+        node[key] = value
+
+
+def rewrite_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange]]:
+    out, changes = copy.deepcopy(config), []
+    _remap_token_ids(out, layout.id_map, "config.json", "", changes)
+    _set(out, "text_config.vocab_size", layout.total, "config.json", changes)
+    _set(out, "text_config.vocab_size_per_layer_input", layout.new_text_size, "config.json", changes)
+    _set(out, "vision_config.vocab_offset", layout.new_vision_offset, "config.json", changes)
+    _set(out, "audio_config.vocab_offset", layout.new_audio_offset, "config.json", changes)
+    if isinstance(out.get("vocab_size"), int):  # a few re-serialised configs repeat it at the top level
+        _set(out, "vocab_size", layout.total, "config.json", changes)
+    return out, changes
+
+
+def rewrite_generation_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange]]:
+    out, changes = copy.deepcopy(config), []
+    _remap_token_ids(out, layout.id_map, "generation_config.json", "", changes)
+    return out, changes
+
+
+def dump_json(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -1,0 +1,67 @@
+"""The old-id -> new-id map, stored as ranges so it stays small for a 262k-id vocabulary."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IdRange:
+    old_start: int
+    new_start: int
+    length: int
+
+    @property
+    def old_stop(self) -> int:
+        return self.old_start + self.length
+
+    @property
+    def new_stop(self) -> int:
+        return self.new_start + self.length
+
+
+class IdMap:
+    """A bijection of [0, size) given by ranges that each shift a block of ids by a constant."""
+
+    def __init__(self, ranges: list[IdRange]):
+        self.ranges = sorted((r for r in ranges if r.length > 0), key=lambda r: r.old_start)
+        self._old_starts = [r.old_start for r in self.ranges]
+        by_new = sorted(self.ranges, key=lambda r: r.new_start)
+        self._by_new = by_new
+        self._new_starts = [r.new_start for r in by_new]
+        self.size = sum(r.length for r in self.ranges)
+        expected = 0
+        for r in self.ranges:
+            if r.old_start != expected:
+                raise ValueError(f"id ranges leave a gap or overlap at old id {expected}")
+            expected = r.old_stop
+        expected = 0
+        for r in by_new:
+            if r.new_start != expected:
+                raise ValueError(f"id ranges leave a gap or overlap at new id {expected}")
+            expected = r.new_stop
+
+    @property
+    def is_identity(self) -> bool:
+        return all(r.old_start == r.new_start for r in self.ranges)
+
+    def __call__(self, old_id: int) -> int:
+        """New id of `old_id`; ids at or past the map's size are returned unchanged."""
+        if old_id < 0 or old_id >= self.size:
+            return old_id
+        r = self.ranges[bisect.bisect_right(self._old_starts, old_id) - 1]
+        return r.new_start + (old_id - r.old_start)
+
+    def inverse(self, new_id: int) -> int:
+        r = self._by_new[bisect.bisect_right(self._new_starts, new_id) - 1]
+        return r.old_start + (new_id - r.new_start)
+
+    def in_new_order(self) -> list[IdRange]:
+        return list(self._by_new)
+
+    def moved_ranges(self) -> list[IdRange]:
+        return [r for r in self.ranges if r.old_start != r.new_start]
+
+    def to_json(self) -> list[dict[str, int]]:
+        return [{"old_start": r.old_start, "old_stop": r.old_stop, "new_start": r.new_start} for r in self.ranges]

@@ -1,0 +1,186 @@
+"""Plan a rewrite: what every output file is made of, computed before a byte is written.
+
+`rewrite --dry-run` renders the plan; writer.py executes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
+from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
+from .errors import CheckpointError, LayoutError
+from .layout import EVERY_ID, Layout, analyse
+from .rows import TablePlan, plan_table
+from .safetensors_header import ShardHeader
+from .tokenizer_files import (renumber_added_tokens, renumber_sentencepiece, renumber_tokenizer_config,
+                              renumber_tokenizer_json)
+
+MEAN_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+@dataclass
+class ShardPlan:
+    name: str  # path relative to the checkpoint, the same in the output
+    source: ShardHeader
+    tables: dict[str, TablePlan]  # the tensors of this shard that change
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.tables)
+
+    def out_tensors(self) -> list[tuple[str, str, tuple[int, ...], int]]:
+        out = []
+        for t in self.source.tensors:
+            table = self.tables.get(t.name)
+            out.append((t.name, t.dtype, table.shape_out, table.nbytes_out) if table else
+                       (t.name, t.dtype, t.shape, t.nbytes))
+        return out
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"format": "pt", **self.source.metadata}
+
+
+@dataclass
+class FileOutput:
+    name: str
+    content: bytes | None = None  # None: copied unchanged from the input
+
+
+@dataclass
+class Plan:
+    checkpoint: Checkpoint
+    layout: Layout
+    tables: list[TablePlan]
+    shards: list[ShardPlan]
+    files: list[FileOutput]
+    changes: list[FieldChange] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return not self.layout.is_consistent
+
+    @property
+    def rewritten_files(self) -> list[str]:
+        return ([f.name for f in self.files if f.content is not None]
+                + [s.name for s in self.shards if s.changed])
+
+
+def make_plan(ckpt: Checkpoint) -> Plan:
+    problems = ckpt.weights.problems()
+    if problems:
+        raise CheckpointError(f"{ckpt.root}: the weights index and the shards disagree: {problems[0]}",
+                              hint="run 'vocabfix inspect' for every problem; fix or re-save the checkpoint first")
+    layout = analyse(ckpt)
+    _check_rewritable(ckpt, layout)
+    if layout.is_consistent:
+        return Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards],
+                    [FileOutput(name) for name in ckpt.files if not _is_shard(ckpt, name)])
+    tables = [plan_table(t, layout) for t in layout.tables]
+    changed_tables = {t.name: t for t in tables if t.changed}
+    shards = [ShardPlan(_rel(ckpt, s.path), s, {t.name: changed_tables[t.name] for t in s.tensors
+                                                if t.name in changed_tables})
+              for s in ckpt.weights.shards]
+    outputs, changes = _rewrite_small_files(ckpt, layout)
+    outputs[INDEX_NAME] = _index_bytes(ckpt, shards)
+    plan = Plan(ckpt, layout, tables, shards, [], changes)
+    outputs[RECORD_NAME] = dump_json(_record(plan))
+    names = [n for n in ckpt.files if not _is_shard(ckpt, n) and n not in outputs]
+    plan.files = [FileOutput(n) for n in names] + [FileOutput(n, c) for n, c in outputs.items() if c is not None]
+    return plan
+
+
+def _rel(ckpt: Checkpoint, path: Path) -> str:
+    return path.relative_to(ckpt.root).as_posix()
+
+
+def _is_shard(ckpt: Checkpoint, name: str) -> bool:
+    return any(name == _rel(ckpt, s.path) for s in ckpt.weights.shards)
+
+
+def _check_rewritable(ckpt: Checkpoint, layout: Layout) -> None:
+    if layout.tokenizer.conflicts:
+        raise LayoutError(f"{ckpt.root}: tokenizer files disagree: {layout.tokenizer.conflicts[0]}",
+                          hint="re-save the tokenizer with tokenizer.save_pretrained(folder)")
+    if not any(t.holds == EVERY_ID for t in layout.tables):
+        raise LayoutError(f"{ckpt.root}: no embed_tokens tensor in the weights")
+    for table in layout.tables:
+        if len(table.tensor.shape) < 2:
+            raise LayoutError(f"{table.tensor.name}: expected a 2-D table, found shape {list(table.tensor.shape)}")
+        short = table.tensor.rows < layout.target_rows(table)
+        if short and table.tensor.dtype not in MEAN_DTYPES:
+            raise LayoutError(f"{table.tensor.name}: {table.tensor.dtype} rows cannot be initialised "
+                              f"(only {', '.join(MEAN_DTYPES)})")
+
+
+def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
+    new_id = layout.id_map
+    out: dict[str, bytes | None] = {}
+    config, changes = rewrite_config(ckpt.config, layout)
+    out["config.json"] = dump_json(config)
+    if ckpt.generation_config is not None:
+        gen, gen_changes = rewrite_generation_config(ckpt.generation_config, layout)
+        out["generation_config.json"] = dump_json(gen)
+        changes += gen_changes
+    added_by_new_id = {new_id(i): tok for i, tok in layout.tokenizer.added.items()}
+    if ckpt.tokenizer_json is not None:
+        out["tokenizer.json"] = dump_json(renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added_by_new_id))
+    if ckpt.tokenizer_config is not None:
+        out["tokenizer_config.json"] = dump_json(renumber_tokenizer_config(ckpt.tokenizer_config, new_id))
+    if ckpt.added_tokens is not None:
+        out["added_tokens.json"] = dump_json(renumber_added_tokens(ckpt.added_tokens, new_id))
+    if ckpt.sentencepiece_path is not None:
+        out[SENTENCEPIECE_FILE] = renumber_sentencepiece(ckpt.sentencepiece_path.read_bytes(), new_id,
+                                                         added_by_new_id)
+    return out, changes
+
+
+def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:
+    if ckpt.weights.index is None:
+        return None
+    index = json.loads(json.dumps(ckpt.weights.index))
+    metadata = index.setdefault("metadata", {})
+    metadata["total_size"] = sum(nbytes for s in shards for *_, nbytes in s.out_tensors())
+    if isinstance(metadata.get("total_parameters"), int):
+        delta = sum((t.rows_out - t.source.rows) * (t.source.row_bytes // max(1, _itemsize(t)))
+                    for s in shards for t in s.tables.values())
+        metadata["total_parameters"] += delta
+    return dump_json(index)
+
+
+def _itemsize(table: TablePlan) -> int:
+    from .safetensors_header import DTYPE_SIZES
+    return DTYPE_SIZES[table.source.dtype]
+
+
+def _record(plan: Plan) -> dict:
+    layout, ckpt = plan.layout, plan.checkpoint
+    previous = None
+    if (ckpt.root / RECORD_NAME).is_file():
+        try:
+            previous = json.loads((ckpt.root / RECORD_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+    record = {
+        "vocabfix_version": __version__,
+        "layout_before": {"vocab_size": layout.vocab_size, "vocab_size_per_layer_input": layout.per_layer_size,
+                          "vision_offset": layout.vision_offset, "audio_offset": layout.audio_offset,
+                          "tokenizer_size": layout.tokenizer.size},
+        "layout_after": {"vocab_size": layout.total, "vocab_size_per_layer_input": layout.new_text_size,
+                         "vision_offset": layout.new_vision_offset, "audio_offset": layout.new_audio_offset,
+                         "tokenizer_size": layout.total},
+        "appended_tokens": layout.appended,
+        "id_map": layout.id_map.to_json(),
+        "id_map_note": "old ids in [old_start, old_stop) became new_start + (id - old_start)",
+        "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
+                     "rows_initialised_to_mean": t.rows_initialised, "rows_dropped": t.rows_dropped}
+                    for t in plan.tables if t.changed],
+        "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in plan.changes],
+    }
+    if previous is not None:
+        record["previous"] = previous
+    return record
