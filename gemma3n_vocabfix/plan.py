@@ -15,9 +15,13 @@ from .config_files import FieldChange, dump_json, rewrite_config, rewrite_genera
 from .errors import CheckpointError, LayoutError
 from .layout import EVERY_ID, Layout, analyse
 from .rows import TablePlan, plan_table
-from .safetensors_header import ShardHeader
-from .tokenizer_files import (renumber_added_tokens, renumber_sentencepiece, renumber_tokenizer_config,
-                              renumber_tokenizer_json)
+from .safetensors_header import DTYPE_SIZES, ShardHeader
+from .tokenizer_files import (
+    renumber_added_tokens,
+    renumber_sentencepiece,
+    renumber_tokenizer_config,
+    renumber_tokenizer_json,
+)
 
 MEAN_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -89,7 +93,7 @@ def make_plan(ckpt: Checkpoint) -> Plan:
     outputs[INDEX_NAME] = _index_bytes(ckpt, shards)
     plan = Plan(ckpt, layout, tables, shards, [], changes)
     outputs[RECORD_NAME] = dump_json(_record(plan))
-    names = [n for n in ckpt.files if not _is_shard(ckpt, n) and n not in outputs]
+    names = [n for n in ckpt.files if not _is_shard(ckpt, n) and outputs.get(n) is None]
     plan.files = [FileOutput(n) for n in names] + [FileOutput(n, c) for n, c in outputs.items() if c is not None]
     return plan
 
@@ -118,25 +122,33 @@ def _check_rewritable(ckpt: Checkpoint, layout: Layout) -> None:
 
 
 def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
+    """New contents of the JSON and tokenizer files; None for a file whose content does not change."""
     new_id = layout.id_map
-    out: dict[str, bytes | None] = {}
+    added_by_new_id = {new_id(i): tok for i, tok in layout.tokenizer.added.items()}
     config, changes = rewrite_config(ckpt.config, layout)
-    out["config.json"] = dump_json(config)
+    out: dict[str, bytes | None] = {"config.json": _json_if_changed(ckpt.config, config)}
     if ckpt.generation_config is not None:
         gen, gen_changes = rewrite_generation_config(ckpt.generation_config, layout)
-        out["generation_config.json"] = dump_json(gen)
+        out["generation_config.json"] = _json_if_changed(ckpt.generation_config, gen)
         changes += gen_changes
-    added_by_new_id = {new_id(i): tok for i, tok in layout.tokenizer.added.items()}
     if ckpt.tokenizer_json is not None:
-        out["tokenizer.json"] = dump_json(renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added_by_new_id))
+        out["tokenizer.json"] = _json_if_changed(
+            ckpt.tokenizer_json, renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added_by_new_id))
     if ckpt.tokenizer_config is not None:
-        out["tokenizer_config.json"] = dump_json(renumber_tokenizer_config(ckpt.tokenizer_config, new_id))
+        out["tokenizer_config.json"] = _json_if_changed(
+            ckpt.tokenizer_config, renumber_tokenizer_config(ckpt.tokenizer_config, new_id))
     if ckpt.added_tokens is not None:
-        out["added_tokens.json"] = dump_json(renumber_added_tokens(ckpt.added_tokens, new_id))
+        out["added_tokens.json"] = _json_if_changed(ckpt.added_tokens, renumber_added_tokens(ckpt.added_tokens, new_id))
     if ckpt.sentencepiece_path is not None:
-        out[SENTENCEPIECE_FILE] = renumber_sentencepiece(ckpt.sentencepiece_path.read_bytes(), new_id,
-                                                         added_by_new_id)
+        before = ckpt.sentencepiece_path.read_bytes()
+        after = renumber_sentencepiece(before, new_id, added_by_new_id)
+        out[SENTENCEPIECE_FILE] = after if after != before else None
     return out, changes
+
+
+def _json_if_changed(before: dict, after: dict) -> bytes | None:
+    # Dict equality ignores key order, so a renumbering that moves nothing keeps the file byte for byte.
+    return None if before == after and list(before) == list(after) else dump_json(after)
 
 
 def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:
@@ -146,15 +158,10 @@ def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:
     metadata = index.setdefault("metadata", {})
     metadata["total_size"] = sum(nbytes for s in shards for *_, nbytes in s.out_tensors())
     if isinstance(metadata.get("total_parameters"), int):
-        delta = sum((t.rows_out - t.source.rows) * (t.source.row_bytes // max(1, _itemsize(t)))
+        delta = sum((t.rows_out - t.source.rows) * (t.source.row_bytes // DTYPE_SIZES[t.source.dtype])
                     for s in shards for t in s.tables.values())
         metadata["total_parameters"] += delta
     return dump_json(index)
-
-
-def _itemsize(table: TablePlan) -> int:
-    from .safetensors_header import DTYPE_SIZES
-    return DTYPE_SIZES[table.source.dtype]
 
 
 def _record(plan: Plan) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layout import TEXT_IDS, EVERY_ID, Layout, VocabTable
+from .layout import EVERY_ID, TEXT_IDS, Layout, VocabTable
 from .safetensors_header import TensorInfo
 
 

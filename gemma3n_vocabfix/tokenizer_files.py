@@ -11,9 +11,9 @@ special_tokens_map.json names tokens by string only and never changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import sentencepiece_model
 from .errors import CheckpointError
