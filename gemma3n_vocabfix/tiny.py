@@ -251,13 +251,12 @@ _EXTRA_SPECIAL = {
 }
 
 
-def _merges(vocab: dict[str, int]) -> list[tuple[str, str]]:
+def _merges(plain_pieces: list[str], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """BPE merges that build every ordinary piece from its prefix and its last character."""
     merges = []
-    for piece in vocab:
-        if len(piece) >= 2 and not piece.startswith("<") and len(set(piece)) > 1 or piece.startswith("\u2581") and len(piece) >= 2:
-            left, right = piece[:-1], piece[-1]
-            if left in vocab and right in vocab and "\n" not in piece and "\t" not in piece:
-                merges.append((left, right))
+    for piece in plain_pieces:
+        if len(piece) >= 2 and piece[:-1] in vocab and piece[-1] in vocab:
+            merges.append((piece[:-1], piece[-1]))
     return merges
 
 
@@ -266,8 +265,7 @@ def _write_tokenizer_json(sp: IdSpace, strings: list[str], path: Path) -> None:
 
     vocab = {s: i for i, s in enumerate(strings)}
     added = base_added_tokens(sp)
-    plain = {i: s for i, s in enumerate(strings) if i not in added}
-    merges = _merges({s: i for i, s in plain.items()} | {s: vocab[s] for s in plain.values()})
+    merges = _merges([s for i, s in enumerate(strings) if i not in added], vocab)
     tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
     tk.normalizer = normalizers.Replace(" ", "\u2581")
     tk.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")

@@ -134,7 +134,10 @@ def _from_float32(values: np.ndarray, dtype: str) -> bytes:
 
 
 def mean_of_rows(src: BinaryIO, table: TablePlan) -> bytes:
-    """Mean of the first `table.mean_of_rows` rows, accumulated in float32, cast to the table's dtype."""
+    """Mean of the first `table.mean_of_rows` rows, cast to the table's dtype.
+
+    Accumulated in float64: float32 running sums over 262k rows lose low bits that bf16 rounding can expose.
+    """
     info, rows = table.source, table.mean_of_rows
     width = info.row_bytes
     rows_per_chunk = max(1, CHUNK_BYTES // width)
@@ -143,6 +146,6 @@ def mean_of_rows(src: BinaryIO, table: TablePlan) -> bytes:
         n = min(rows_per_chunk, rows - first)
         src.seek(info.start + first * width)
         chunk = _to_float32(src.read(n * width), info.dtype).reshape(n, -1)
-        part = chunk.sum(axis=0, dtype=np.float32)
+        part = chunk.sum(axis=0, dtype=np.float64)
         total = part if total is None else total + part
-    return _from_float32(total / np.float32(rows), info.dtype)
+    return _from_float32((total / rows).astype(np.float32), info.dtype)

@@ -50,7 +50,8 @@ def build(path: Path, *, text: int = 300, vision: int = 8, audio: int = 8, new_t
     names = token_names(text, vision, audio, list(new_tokens))
     total = len(names)
     embed_rows = total if embed_rows is None else embed_rows
-    per_layer_rows = total if per_layer_rows is None else per_layer_rows
+    if per_layer_rows is None:  # transformers 5's resize grows the per-layer table to every id
+        per_layer_rows = total if new_tokens else text
 
     config = reference_config()
     config["text_config"]["vocab_size"] = vocab_size or embed_rows
