@@ -48,9 +48,7 @@ def rewrite(
 ) -> None:
     """Rewrite IN into OUT with the vocabulary layout stock transformers accepts.
 
-    Appended tokens move to the end of the text range; the vision and audio ranges shift behind them.
-    config.json, generation_config.json, every tokenizer file and the vocabulary tensors are rewritten
-    (streamed shard by shard); every other file is copied. OUT/vocabfix.json records the id map.
+    Appended tokens move to the end of the text range; the vision and audio ranges shift behind them. config.json, generation_config.json, every tokenizer file and the vocabulary tensors are rewritten (streamed shard by shard); every other file is copied. OUT/vocabfix.json records the id map.
 
     Example:  vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed
     """

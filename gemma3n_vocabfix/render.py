@@ -50,7 +50,7 @@ def render_rewrite(report: RewriteReport, console: Console) -> None:
 
     tensors = Table(title="Vocabulary tensors", title_justify="left")
     for col in ("tensor", "rows before", "rows after", "copied", "new (mean)", "dropped"):
-        tensors.add_column(col, justify="left" if col == "tensor" else "right")
+        tensors.add_column(col, justify="left" if col == "tensor" else "right", overflow="fold")
     for t in data["tensors"]:
         tensors.add_row(safe(t["name"]), f"{t['rows_before']:,}", f"{t['rows_after']:,}", f"{t['rows_copied']:,}",
                         f"{t['rows_initialised_to_mean']:,}", f"{t['rows_dropped']:,}")

@@ -273,11 +273,13 @@ def _write_tokenizer_json(sp: IdSpace, strings: list[str], path: Path) -> None:
     tk.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)]
     )
-    for i in sorted(added):
-        s, special = added[i]
-        tok = AddedToken(s, single_word=False, lstrip=False, rstrip=False, normalized=False, special=special)
-        n = tk.add_special_tokens([tok]) if special else tk.add_tokens([tok])
-        assert n == 1 or tk.token_to_id(s) == i
+    tk.add_tokens(
+        [
+            AddedToken(added[i][0], single_word=False, lstrip=False, rstrip=False, normalized=False, special=added[i][1])
+            for i in sorted(added)
+        ]
+    )
+    for i, (s, _) in added.items():
         assert tk.token_to_id(s) == i, (s, i, tk.token_to_id(s))
     tk.save(str(path))
 
