@@ -87,22 +87,15 @@ class _progress:
 
 
 def main() -> None:
+    """Console entry point: usage errors are typer's (exit 2); ours become one line on stderr, exit 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except VocabfixError as e:
         _fail(e.message, e.hint)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         stderr.print("Interrupted; nothing was left behind.")
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - the contract is one line, never a traceback
-        import click
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
+    except Exception as e:  # the contract is one line, never a traceback
         if os.environ.get("VOCABFIX_DEBUG"):
             raise
         _fail(f"unexpected {type(e).__name__}: {e}", "rerun with VOCABFIX_DEBUG=1 for a traceback and report it")

@@ -56,6 +56,15 @@ def model_vocab_ids(tokenizer_json: dict) -> dict[int, str]:
 
 def read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | None,
                        added_tokens: dict | None, sentencepiece_path: Path | None) -> TokenizerIds:
+    try:
+        return _read_tokenizer_ids(tokenizer_json, tokenizer_config, added_tokens, sentencepiece_path)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"tokenizer files: malformed id entry ({type(e).__name__}: {e})",
+                              hint="re-save the tokenizer with tokenizer.save_pretrained(folder)") from None
+
+
+def _read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | None,
+                        added_tokens: dict | None, sentencepiece_path: Path | None) -> TokenizerIds:
     ids = TokenizerIds(size=0, added={})
 
     def add(source: str, token_id: int, content: str) -> None:
