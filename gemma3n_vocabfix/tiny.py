@@ -35,10 +35,11 @@ What stock transformers 5.24 does when a user extends such a checkpoint (measure
   ``vision_config.vocab_offset`` / ``audio_config.vocab_offset`` and the special ids are not touched.
 * ``tokenizer.save_pretrained`` (transformers 5.24, GemmaTokenizer = TokenizersBackend) writes only
   ``tokenizer.json`` and ``tokenizer_config.json``.  It writes no ``tokenizer.model``, no ``special_tokens_map.json``,
-  no ``added_tokens.json``, and its tokenizer_config.json has **no** ``added_tokens_decoder`` (it has
-  ``extra_special_tokens: []`` plus ``model_specific_special_tokens``, ``backend``, ``is_local``...).  In tokenizer.json
-  the new tokens are appended to ``added_tokens`` (ids T+V+A.., ``normalized: true``, ``special: false``) but are
-  **not** in ``model.vocab`` (which keeps T+V+A entries).
+  no ``added_tokens.json``, and its tokenizer_config.json has **no** ``added_tokens_decoder`` and no
+  ``extra_special_tokens``; it gains ``backend``, ``is_local``, ``local_files_only``, ``mask_token`` and
+  ``model_specific_special_tokens`` (the six image/audio token strings).  In tokenizer.json the new tokens are
+  appended to ``added_tokens`` (ids T+V+A.., ``normalized: true``, ``special: false``) but are **not** in
+  ``model.vocab`` (which keeps its T+V+A entries).  Loading back with AutoTokenizer gives the same ids.
   ``extend(..., tokenizer_files="v4")`` additionally rewrites the files the way transformers 4.5x wrote them
   (tokenizer_config.json with ``added_tokens_decoder`` including the new tokens, special_tokens_map.json,
   added_tokens.json), since most extended checkpoints in the wild were saved that way.
@@ -50,12 +51,11 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 import shutil
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 __all__ = [
     "IdSpace",
@@ -69,6 +69,8 @@ __all__ = [
     "read_tensors",
     "tensor_shards",
     "expected_id_map",
+    "to_launch_config",
+    "write_tokenizer_files",
     "NEW_TOKENS",
     "PROCESSOR_FILES",
 ]
@@ -273,12 +275,8 @@ def _write_tokenizer_json(sp: IdSpace, strings: list[str], path: Path) -> None:
     tk.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)]
     )
-    tk.add_tokens(
-        [
-            AddedToken(added[i][0], single_word=False, lstrip=False, rstrip=False, normalized=False, special=added[i][1])
-            for i in sorted(added)
-        ]
-    )
+    flags = dict(single_word=False, lstrip=False, rstrip=False, normalized=False)
+    tk.add_tokens([AddedToken(added[i][0], special=added[i][1], **flags) for i in sorted(added)])
     for i, (s, _) in added.items():
         assert tk.token_to_id(s) == i, (s, i, tk.token_to_id(s))
     tk.save(str(path))
@@ -688,6 +686,12 @@ def build_base(
     model = Gemma3nForConditionalGeneration(cfg)
     gen = torch.Generator().manual_seed(seed + 12345)
     _add_noise_to_constants(model, gen)
+    with torch.no_grad():
+        # nn.Embedding zeroes the padding row (id 0); a trained checkpoint's is not zero, and multimodal ids read
+        # per-layer row 0, so give both row 0s values like any other row.
+        for emb in (model.get_input_embeddings(), model.get_per_layer_input_embeddings()):
+            w = emb.weight
+            w[0] = torch.randn(w.shape[1], generator=gen) * w[1:].std()
     if not tie:
         with torch.no_grad():
             head = model.lm_head.weight
@@ -759,6 +763,7 @@ def extend(
     max_shard_size: str | int | None = None,
     seed: int = 1,
     tokenizer_files: str = "v5",
+    processor_files: str = "copy",
     config_style: str | None = None,
 ) -> Path:
     """Extend a released-layout checkpoint with ``new_tokens`` the way users do it with stock transformers.
@@ -773,7 +778,12 @@ def extend(
 
     ``tokenizer_files="v5"`` keeps what transformers 5 writes; ``"v4"`` rewrites the tokenizer files the way
     transformers 4.5x wrote them (added_tokens_decoder with the new tokens, special_tokens_map.json,
-    added_tokens.json).  ``config_style`` ("launch"/"v5"/None = like the base) re-expresses config.json.
+    added_tokens.json).  ``processor_files="copy"`` copies the base's processor_config.json /
+    preprocessor_config.json / chat_template.jinja; ``"save"`` instead extends ``AutoProcessor.from_pretrained(base)
+    .tokenizer`` and calls ``processor.save_pretrained(out)``, which in transformers 5 writes a single
+    processor_config.json (feature extractor and image processor nested in it, no preprocessor_config.json),
+    chat_template.jinja, tokenizer.json and tokenizer_config.json.  ``config_style`` ("launch"/"v5"/None = like the
+    base) re-expresses config.json.
     """
     import torch
     from transformers import AutoTokenizer, Gemma3nForConditionalGeneration
@@ -786,7 +796,16 @@ def extend(
     if config_style is None:
         config_style = "launch" if "torch_dtype" in base_cfg and "dtype" not in base_cfg else "v5"
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    if processor_files == "save":
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(base)
+        tokenizer = processor.tokenizer
+    elif processor_files == "copy":
+        processor = None
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    else:
+        raise ValueError(f"processor_files must be 'copy' or 'save', got {processor_files!r}")
     n_old = len(tokenizer)
     n_added = tokenizer.add_tokens(new_tokens)
     if n_added != len(new_tokens):
@@ -819,12 +838,22 @@ def extend(
                 if i < w.shape[0]:
                     w[i] = (torch.randn(w.shape[1], generator=gen) * 0.5 + 1.0).to(dtype)
 
-    if max_shard_size is None:
-        e, p = _bytes_of(model.get_input_embeddings().weight), _bytes_of(per_layer)
-        max_shard_size = max(min(e, p) // 2, 1024)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, max_shard_size=max_shard_size)
-    shards = tensor_shards(out)
+    if max_shard_size is None:
+        # About four shards, like the released E4B; fall back to "each table in a shard of its own" when the two
+        # tables would share one.
+        e, p = _bytes_of(model.get_input_embeddings().weight), _bytes_of(per_layer)
+        total = sum(_bytes_of(t) for t in model.state_dict().values())
+        candidates = [max(total // 4, 1024), max(min(e, p) - 1, 1024)]
+    else:
+        candidates = [max_shard_size]
+    for size in candidates:
+        model.save_pretrained(out, max_shard_size=size)
+        shards = tensor_shards(out)
+        if shards[_EMBED] != shards[_PER_LAYER]:
+            break
+        for f in list(out.glob("*.safetensors")) + list(out.glob("*.safetensors.index.json")):
+            f.unlink()
     assert shards[_EMBED] != shards[_PER_LAYER], "embed_tokens and embed_tokens_per_layer share a shard"
     if not tied:
         assert _LM_HEAD in shards, "untied lm_head was not saved"
@@ -834,12 +863,17 @@ def extend(
         cfg_path = out / "config.json"
         sp_eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
         _write_json(cfg_path, to_launch_config(json.loads(cfg_path.read_text()), end_of_turn_id=sp_eot))
-    tokenizer.save_pretrained(out)
-    for name in PROCESSOR_FILES + ["tokenizer.model", "generation_config.json"]:
+    if processor is not None:
+        processor.save_pretrained(out)  # transformers 5: one processor_config.json + chat template + tokenizer
+        copied = ["tokenizer.model", "generation_config.json"]
+    else:
+        tokenizer.save_pretrained(out)
+        copied = PROCESSOR_FILES + ["tokenizer.model", "generation_config.json"]
+    for name in copied:
         if (base / name).exists():
             shutil.copyfile(base / name, out / name)
     if tokenizer_files == "v4":
-        _rewrite_tokenizer_files_v4(base, out, dict(zip(new_tokens, new_ids)))
+        _rewrite_tokenizer_files_v4(base, out, dict(zip(new_tokens, new_ids, strict=True)))
     elif tokenizer_files != "v5":
         raise ValueError(f"tokenizer_files must be 'v4' or 'v5', got {tokenizer_files!r}")
     return out
