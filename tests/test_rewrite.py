@@ -255,3 +255,20 @@ def test_failure_leaves_no_output(extended: Path, tmp_path: Path, monkeypatch) -
     with pytest.raises(OSError):
         rewrite_checkpoint(extended, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ext"]
+
+
+def test_single_file_checkpoint(tmp_path: Path) -> None:
+    """`model.safetensors` without an index: rewritten in place of the single file, no index invented."""
+    from safetensors.numpy import save_file
+
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    merged = tensors(src)
+    for f in list(src.glob("model*")):
+        f.unlink()
+    save_file(merged, str(src / "model.safetensors"), metadata={"format": "pt"})
+    rewrite_checkpoint(src, tmp_path / "out")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("model*")) == ["model.safetensors"]
+    got = load_file(str(out / "model.safetensors"))
+    np.testing.assert_array_equal(got[EMBED], row_values([doc_pi_inverse(r) for r in range(T + V + A + K)]))
+    assert got[PER_LAYER].shape == (T + K, 8)
