@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_checkpoint import build, folder_bytes  # noqa: E402
 
 
-
 def timed(cmd: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one command, measured from outside."""
     start = time.perf_counter()

@@ -6,6 +6,13 @@ The core never imports torch or transformers: a rewrite is JSON edits plus byte 
 __version__ = "0.1.0"
 
 from .errors import VocabfixError  # noqa: E402
-from .rewrite import RewriteReport, rewrite_checkpoint  # noqa: E402
 
 __all__ = ["__version__", "VocabfixError", "RewriteReport", "rewrite_checkpoint"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `vocabfix --help` and `vocabfix inspect` do not pay for numpy (the writer's).
+    if name in ("RewriteReport", "rewrite_checkpoint"):
+        from . import rewrite
+        return getattr(rewrite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

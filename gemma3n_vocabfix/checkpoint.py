@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +50,19 @@ class Weights:
 
 
 @dataclass
+class RemoteFiles:
+    """The files of a checkpoint that are not on disk (a Hub repo read without its weights).
+
+    `root` then holds the small files only; a shard that is not under `root` is described by
+    `read_header(name)`, which must return its header without the tensor bytes.
+    """
+
+    sizes: dict[str, int | None]  # every file of the repo (relative, '/'-separated) -> bytes, when known
+    read_header: Callable[[str], ShardHeader]
+    label: str  # how to name the checkpoint to a person, e.g. "org/name@0123abcd"
+
+
+@dataclass
 class Checkpoint:
     root: Path
     config: dict
@@ -59,6 +74,17 @@ class Checkpoint:
     sentencepiece_path: Path | None
     weights: Weights
     files: list[str]  # every regular file, relative to root, '/'-separated
+    remote: RemoteFiles | None = None  # set when the weights were described without downloading them
+
+    @property
+    def label(self) -> str:
+        return self.remote.label if self.remote is not None else str(self.root)
+
+    def file_size(self, name: str) -> int | None:
+        path = self.root / name
+        if path.is_file():
+            return path.stat().st_size
+        return self.remote.sizes.get(name) if self.remote is not None else None
 
     @property
     def text_config(self) -> dict:
@@ -83,6 +109,65 @@ def _optional_json(root: Path, name: str) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
+_MERGES_KEY = re.compile(rb'"merges"\s*:\s*\[')
+_FILE_TAIL = re.compile(rb'\]\s*\}\s*\}\s*\Z')
+
+
+def read_tokenizer_json_without_merges(path: Path) -> dict:
+    """tokenizer.json with `model.merges` left empty, for readers that only need ids (inspect).
+
+    The BPE merges are three quarters of Gemma's 33 MB tokenizer.json and most of its parse time. The fast path
+    applies only when the merges array is provably the last member of `model` and `model` the last member of
+    the file (as the tokenizers library writes it): the array runs from `"merges": [` to the `]` before the
+    final `}}`, and no object key (a `"` then `:` that does not open an array element) occurs in between.
+    Anything else is parsed whole.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    key = ([None] + list(_MERGES_KEY.finditer(raw)))[-1]  # the last one: model.merges comes after the vocab
+    tail = _FILE_TAIL.search(raw, max(0, len(raw) - 64))
+    if key is not None and tail is not None and key.end() <= tail.start() and _no_key_between(raw, key.end(),
+                                                                                               tail.start()):
+        try:
+            data = json.loads(raw[:key.end()] + raw[tail.start():])
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"].get("merges") == []:
+            return data
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _no_key_between(raw: bytes, start: int, stop: int) -> bool:
+    """No object key (`"...":`, any whitespace before the colon) in raw[start:stop].
+
+    Colons are rare in BPE merges, so this looks at each one: a colon whose previous non-blank byte is a quote
+    ends a key, unless that quote opens an array element (it follows `[` or `,`: a string such as ":").
+    Anything doubtful counts as a key, and the caller then parses the whole file.
+    """
+    ws = b" \t\r\n"
+    pos = raw.find(b":", start, stop)
+    while pos != -1:
+        quote = pos - 1
+        while quote > start and raw[quote] in ws:
+            quote -= 1
+        if raw[quote] == 0x22:  # '"'
+            before = quote - 1
+            while before > start and raw[before] in ws:
+                before -= 1
+            if raw[before] not in b"[,":
+                return False
+        pos = raw.find(b":", pos + 1, stop)
+    return True
+
+
 def list_files(root: Path) -> list[str]:
     """Every file below root (following HF cache symlinks), skipping VCS and cache folders."""
     skip = {".git", ".cache", "__pycache__"}
@@ -95,7 +180,11 @@ def list_files(root: Path) -> list[str]:
     return out
 
 
-def read_checkpoint(root: str | Path) -> Checkpoint:
+def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merges: bool = True) -> Checkpoint:
+    """Read a checkpoint folder. With `remote`, shards missing from `root` are described by `remote.read_header`.
+
+    `merges=False` leaves tokenizer.json's BPE merges out (faster; for inspect, which only needs ids).
+    """
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(f"{root}: not a folder", hint="pass a checkpoint folder as saved by save_pretrained")
@@ -104,7 +193,11 @@ def read_checkpoint(root: str | Path) -> Checkpoint:
     config = read_json(root / "config.json")
     check_gemma3n(config, root / "config.json")
     sp = root / SENTENCEPIECE_FILE
-    tokenizer = {name: _optional_json(root, name) for name in JSON_TOKENIZER_FILES}
+    tokenizer = {name: _optional_json(root, name) for name in JSON_TOKENIZER_FILES
+                 if merges or name != "tokenizer.json"}
+    if not merges:
+        path = root / "tokenizer.json"
+        tokenizer["tokenizer.json"] = read_tokenizer_json_without_merges(path) if path.is_file() else None
     if tokenizer["tokenizer.json"] is None and tokenizer["tokenizer_config.json"] is None and not sp.is_file():
         raise CheckpointError(f"{root}: no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model)",
                               hint="save the tokenizer next to the model: tokenizer.save_pretrained(folder)")
@@ -117,8 +210,9 @@ def read_checkpoint(root: str | Path) -> Checkpoint:
         added_tokens=tokenizer["added_tokens.json"],
         special_tokens_map=tokenizer["special_tokens_map.json"],
         sentencepiece_path=sp if sp.is_file() else None,
-        weights=read_weights(root),
-        files=list_files(root),
+        weights=read_weights(root, remote),
+        files=sorted(set(list_files(root)) | set(remote.sizes if remote is not None else ())),
+        remote=remote,
     )
 
 
@@ -126,31 +220,42 @@ def check_gemma3n(config: dict, path: Path) -> None:
     model_type = config.get("model_type")
     if model_type != "gemma3n":
         what = f"model_type {model_type!r}" if model_type else "no model_type"
-        raise NotGemma3nError(f"{path}: {what}; vocabfix handles multimodal Gemma 3n checkpoints (model_type 'gemma3n')")
+        raise NotGemma3nError(f"{path}: {what}; vocabfix handles multimodal Gemma 3n checkpoints "
+                              "(model_type 'gemma3n')")
     for key in ("text_config", "vision_config", "audio_config"):
         if not isinstance(config.get(key), dict):
             raise NotGemma3nError(f"{path}: Gemma 3n config without {key}")
 
 
-def read_weights(root: Path) -> Weights:
+def read_weights(root: Path, remote: RemoteFiles | None = None) -> Weights:
+    def exists(name: str) -> bool:
+        return (root / name).is_file() or (remote is not None and name in remote.sizes)
+
+    def header(name: str) -> ShardHeader:
+        if (root / name).is_file() or remote is None:
+            return read_header(root / name)
+        return remote.read_header(name)
+
+    where = remote.label if remote is not None else root
     index_path = root / INDEX_NAME
     if index_path.is_file():
         index = read_json(index_path)
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index_path}: no weight_map")
-        names = sorted(set(weight_map.values()))
-        shard_paths = [root / n for n in names if (root / n).is_file()]
-    elif (root / SINGLE_NAME).is_file():
+        names = [n for n in sorted(set(weight_map.values())) if exists(n)]
+    elif exists(SINGLE_NAME):
         index = None
-        shard_paths = [root / SINGLE_NAME]
+        names = [SINGLE_NAME]
     else:
-        shard_paths = sorted(root.glob("*.safetensors"))
-        if not shard_paths:
-            raise CheckpointError(f"{root}: no safetensors weights (model.safetensors or {INDEX_NAME})",
+        others = [p.name for p in root.glob("*.safetensors")]
+        if remote is not None:
+            others += [n for n in remote.sizes if n.endswith(".safetensors") and "/" not in n]
+        if not others:
+            raise CheckpointError(f"{where}: no safetensors weights (model.safetensors or {INDEX_NAME})",
                                   hint="save with model.save_pretrained(folder) (safe_serialization is the default)")
-        raise CheckpointError(f"{root}: {len(shard_paths)} safetensors files but no {INDEX_NAME}")
-    shards = [read_header(p) for p in shard_paths]
+        raise CheckpointError(f"{where}: {len(set(others))} safetensors files but no {INDEX_NAME}")
+    shards = [header(n) for n in names]
     weights = Weights(shards=shards, index=index)
     for shard in shards:
         for t in shard.tensors:
@@ -159,12 +264,12 @@ def read_weights(root: Path) -> Weights:
             else:
                 weights.tensors[t.name] = t
     if index is not None:
-        _cross_check_index(root, index["weight_map"], weights)
+        _cross_check_index(root, index["weight_map"], weights, exists)
     return weights
 
 
-def _cross_check_index(root: Path, weight_map: dict, weights: Weights) -> None:
-    weights.missing_shards = sorted({n for n in weight_map.values() if not (root / n).is_file()})
+def _cross_check_index(root: Path, weight_map: dict, weights: Weights, exists: Callable[[str], bool]) -> None:
+    weights.missing_shards = sorted(n for n in set(weight_map.values()) if not exists(n))
     for name, shard in weight_map.items():
         held = weights.tensors.get(name)
         if held is None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .rewrite import RewriteReport
+if TYPE_CHECKING:  # only for annotations: inspect's rendering uses safe() without importing the writer (numpy)
+    from .rewrite import RewriteReport
 
 
 def safe(text: object) -> str:
