@@ -113,25 +113,34 @@ _MERGES_KEY = re.compile(rb'"merges"\s*:\s*\[')
 _FILE_TAIL = re.compile(rb'\]\s*\}\s*\}\s*\Z')
 
 
-def read_tokenizer_json_without_merges(path: Path) -> dict:
-    """tokenizer.json with `model.merges` left empty, for readers that only need ids (inspect).
+def split_merges(raw: bytes) -> tuple[bytes, bytes] | None:
+    """Split tokenizer.json bytes into (the JSON with `"merges": []`, the raw merges array), or None.
 
-    The BPE merges are three quarters of Gemma's 33 MB tokenizer.json and most of its parse time. The fast path
-    applies only when the merges array is provably the last member of `model` and `model` the last member of
-    the file (as the tokenizers library writes it): the array runs from `"merges": [` to the `]` before the
-    final `}}`, and no object key (a `"` then `:` that does not open an array element) occurs in between.
-    Anything else is parsed whole.
+    The BPE merges are three quarters of Gemma's 33 MB tokenizer.json and most of its parse time, and they hold
+    no ids. The split applies only when the merges array is provably the last member of `model` and `model` the
+    last member of the file (as the tokenizers library writes it): the array runs from `"merges": [` to the `]`
+    before the final `}}`, and no object key (a `"` then `:` that does not open an array element) occurs in
+    between. Anything else returns None and the caller parses the whole file.
     """
+    key = None
+    for key in _MERGES_KEY.finditer(raw):
+        pass
+    tail = _FILE_TAIL.search(raw, max(0, len(raw) - 64))
+    if key is None or tail is None or key.end() > tail.start() or not _no_key_between(raw, key.end(), tail.start()):
+        return None
+    return raw[:key.end()] + raw[tail.start():], raw[key.end() - 1:tail.start() + 1]
+
+
+def read_tokenizer_json_without_merges(path: Path) -> dict:
+    """tokenizer.json with `model.merges` left empty, for readers that only need ids (see split_merges)."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    key = ([None] + list(_MERGES_KEY.finditer(raw)))[-1]  # the last one: model.merges comes after the vocab
-    tail = _FILE_TAIL.search(raw, max(0, len(raw) - 64))
-    if key is not None and tail is not None and key.end() <= tail.start() and _no_key_between(raw, key.end(),
-                                                                                               tail.start()):
+    split = split_merges(raw)
+    if split is not None:
         try:
-            data = json.loads(raw[:key.end()] + raw[tail.start():])
+            data = json.loads(split[0])
         except (UnicodeDecodeError, json.JSONDecodeError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"].get("merges") == []:

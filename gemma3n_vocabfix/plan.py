@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
+from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint, split_merges
 from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
 from .errors import CheckpointError, LayoutError
 from .layout import EVERY_ID, Layout, analyse
@@ -132,8 +132,8 @@ def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, by
         out["generation_config.json"] = _json_if_changed(ckpt.generation_config, gen)
         changes += gen_changes
     if ckpt.tokenizer_json is not None:
-        out["tokenizer.json"] = _json_if_changed(
-            ckpt.tokenizer_json, renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added_by_new_id))
+        renumbered = renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added_by_new_id)
+        out["tokenizer.json"] = _with_original_merges(ckpt, _json_if_changed(ckpt.tokenizer_json, renumbered))
     if ckpt.tokenizer_config is not None:
         out["tokenizer_config.json"] = _json_if_changed(
             ckpt.tokenizer_config, renumber_tokenizer_config(ckpt.tokenizer_config, new_id))
@@ -144,6 +144,18 @@ def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, by
         after = renumber_sentencepiece(before, new_id, added_by_new_id)
         out[SENTENCEPIECE_FILE] = after if after != before else None
     return out, changes
+
+
+def _with_original_merges(ckpt: Checkpoint, content: bytes | None) -> bytes | None:
+    """Put back the BPE merges the reader left out (they hold no ids), as the bytes they were."""
+    if content is None or (ckpt.tokenizer_json.get("model") or {}).get("merges") != []:
+        return content
+    split = split_merges((ckpt.root / "tokenizer.json").read_bytes())
+    marker = b'"merges": []'
+    at = content.rfind(marker)
+    if split is None or at < 0:
+        return content
+    return content[:at] + b'"merges": ' + split[1] + content[at + len(marker):]
 
 
 def _json_if_changed(before: dict, after: dict) -> bytes | None:

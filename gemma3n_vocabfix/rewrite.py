@@ -77,7 +77,7 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     The input is never modified. With `dry_run` nothing is written and the report carries the plan.
     """
     src, dst = Path(src), Path(dst)
-    plan = make_plan(read_checkpoint(src))
+    plan = make_plan(read_checkpoint(src, merges=False))
     check_output_path(src, dst, force)
     if not dry_run:
         write_plan(plan, dst, force=force, progress=progress)

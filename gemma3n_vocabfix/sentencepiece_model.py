@@ -6,10 +6,13 @@ reordering those records. Every other field is copied byte for byte; no protobuf
 
 from __future__ import annotations
 
+import bisect
 import struct
+from array import array
 from dataclasses import dataclass
 
 from .errors import CheckpointError
+from .id_map import IdMap
 
 PIECES_FIELD = 1
 USER_DEFINED = 4
@@ -124,27 +127,68 @@ def serialize(model: ModelProto) -> bytes:
     return b"".join(model.pieces) + b"".join(model.rest)
 
 
-def renumber_pieces(buf: bytes, new_id_of, filler: dict[int, str]) -> bytes:
-    """Move piece i to position new_id_of(i); fill positions left empty from `filler` (new id -> token).
+def _piece_spans(buf: bytes) -> tuple[array, array, list[tuple[int, int]]]:
+    """Byte offsets where each piece record starts and ends, and the spans of every other record."""
+    starts, ends, rest = array("Q"), array("Q"), []
+    for field, wire, _, _, start, end in _records(buf):
+        if field == PIECES_FIELD and wire == 2:
+            starts.append(start)
+            ends.append(end)
+        else:
+            rest.append((start, end))
+    if not starts:
+        raise CheckpointError("tokenizer.model: no pieces (not a SentencePiece model?)")
+    return starts, ends, rest
 
+
+def _copy_pieces(buf: bytes, starts: array, ends: array, first: int, stop: int) -> list[bytes]:
+    """Pieces [first, stop) as few slices as possible: one when their records are back to back."""
+    if all(ends[i] == starts[i + 1] for i in range(first, stop - 1)):
+        return [buf[starts[first]:ends[stop - 1]]]
+    return [buf[starts[i]:ends[i]] for i in range(first, stop)]
+
+
+def _is_piece(buf: bytes, starts: array, text: str) -> bool:
+    """Whether some piece record's string is `text` (protobuf writes the piece string, field 1, first)."""
+    raw = text.encode("utf-8")
+    needle = b"\x0a" + _encode_varint(len(raw)) + raw
+    at = buf.find(needle)
+    while at >= 0:
+        i = bisect.bisect_right(starts, at) - 1
+        if i >= 0:
+            _, payload = _varint(buf, starts[i] + 1)  # past the record's tag and length
+            if payload == at:
+                return True
+        at = buf.find(needle, at + 1)
+    return False
+
+
+def renumber_pieces(buf: bytes, id_map: IdMap, filler: dict[int, str]) -> bytes:
+    """Move piece i to position id_map(i); fill positions left empty from `filler` (new id -> token).
+
+    The id map shifts whole blocks of ids, so the output is a few slices of the input plus the new pieces.
     A filler token that already exists as a piece would make SentencePiece refuse the model, so that
     slot gets an unused placeholder piece instead; the Hugging Face tokenizer files still name the token.
     """
-    model = parse_model(buf)
-    placed: dict[int, bytes] = {new_id_of(i): rec for i, rec in enumerate(model.pieces)}
-    if len(placed) != len(model.pieces):
-        raise CheckpointError("tokenizer.model: the id map sends two pieces to one id")
-    existing = {piece_text(rec) for rec in model.pieces}
-    pieces = []
-    for new_id in range(max(placed) + 1):
-        rec = placed.get(new_id)
-        if rec is None:
-            token = filler.get(new_id)
-            if token is None:
-                raise CheckpointError(f"tokenizer.model: no token is known for id {new_id}, which the rewrite "
-                                      "would leave empty")
-            rec = make_piece(token) if token not in existing else make_piece(f"<vocabfix_slot_{new_id}>", UNUSED)
-            existing.add(token)
-        pieces.append(rec)
-    model.pieces = pieces
-    return serialize(model)
+    starts, ends, rest = _piece_spans(buf)
+    count = len(starts)
+    if count > id_map.size:
+        raise CheckpointError(f"tokenizer.model: {count} pieces, more than the {id_map.size} ids of the layout")
+    size = max(r.new_start + min(r.old_stop, count) - r.old_start for r in id_map.ranges if r.old_start < count)
+    out: list[bytes] = []
+    for r in id_map.in_new_order():
+        have = max(0, min(r.old_stop, count) - r.old_start)
+        if have:
+            out += _copy_pieces(buf, starts, ends, r.old_start, r.old_start + have)
+        for new_id in range(r.new_start + have, min(r.new_stop, size)):
+            out.append(_filler_piece(buf, starts, filler, new_id))
+    return b"".join(out) + b"".join(buf[s:e] for s, e in rest)
+
+
+def _filler_piece(buf: bytes, starts: array, filler: dict[int, str], new_id: int) -> bytes:
+    token = filler.get(new_id)
+    if token is None:
+        raise CheckpointError(f"tokenizer.model: no token is known for id {new_id}, which the rewrite would leave empty")
+    if _is_piece(buf, starts, token):
+        return make_piece(f"<vocabfix_slot_{new_id}>", UNUSED)
+    return make_piece(token)

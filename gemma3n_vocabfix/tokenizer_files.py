@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import sentencepiece_model
 from .errors import CheckpointError
+from .id_map import IdMap
 
 IdFn = Callable[[int], int]
 
@@ -169,5 +170,5 @@ def renumber_added_tokens(data: dict, new_id: IdFn) -> dict:
     return dict(sorted(((tok, new_id(int(i))) for tok, i in data.items()), key=lambda kv: kv[1]))
 
 
-def renumber_sentencepiece(buf: bytes, new_id: IdFn, added: dict[int, str]) -> bytes:
-    return sentencepiece_model.renumber_pieces(buf, new_id, added)
+def renumber_sentencepiece(buf: bytes, id_map: IdMap, added: dict[int, str]) -> bytes:
+    return sentencepiece_model.renumber_pieces(buf, id_map, added)
