@@ -123,7 +123,7 @@ def split_merges(raw: bytes) -> tuple[bytes, bytes] | None:
     between. Anything else returns None and the caller parses the whole file.
     """
     key = None
-    for key in _MERGES_KEY.finditer(raw):
+    for key in _MERGES_KEY.finditer(raw):  # noqa: B007 - the last match is the one wanted
         pass
     tail = _FILE_TAIL.search(raw, max(0, len(raw) - 64))
     if key is None or tail is None or key.end() > tail.start() or not _no_key_between(raw, key.end(), tail.start()):

@@ -63,8 +63,9 @@ def main(root: str = "demo-out") -> int:
     with torch.no_grad():
         logits = fixed_model.eval()(input_ids=ids).logits
     console.print(f"forward pass over {ids.tolist()[0]} ran: logits {tuple(logits.shape)}")
+    config = fixed_model.config
     console.print(f"new tokens now have ids {fixed_tok.convert_tokens_to_ids(NEW_TOKENS)}; "
-                  f"image_token_id {fixed_model.config.image_token_id}, audio_token_id {fixed_model.config.audio_token_id}")
+                  f"image_token_id {config.image_token_id}, audio_token_id {config.audio_token_id}")
 
     base_model = Gemma3nForConditionalGeneration.from_pretrained(base).eval()
     base_tok = AutoTokenizer.from_pretrained(base)

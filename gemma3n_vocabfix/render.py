@@ -41,7 +41,8 @@ def render_rewrite(report: RewriteReport, console: Console) -> None:
                   f"{after['vocab_size_per_layer_input']:,}")
     table.add_row("tokenizer size", f"{before['tokenizer_size']:,}", f"{after['vocab_size']:,}")
     console.print(table)
-    console.print(f"{data['appended_tokens']} token(s) appended after the audio range move to the end of the text range.")
+    console.print(f"{data['appended_tokens']} token(s) appended after the audio range move to the end of "
+                  "the text range.")
 
     moves = Table(title="Id map (old -> new)", title_justify="left")
     for col in ("old ids", "new ids"):
@@ -67,7 +68,8 @@ def render_rewrite(report: RewriteReport, console: Console) -> None:
     console.print(changes)
     files = ", ".join(safe(f) for f in data["files_rewritten"])
     if report.dry_run:
-        console.print(f"[yellow]Dry run:[/] would write {safe(report.destination)} (rewriting {files}); nothing written.")
+        console.print(f"[yellow]Dry run:[/] would write {safe(report.destination)} (rewriting {files}); "
+                      "nothing written.")
     else:
         console.print(f"[green]Wrote[/] {safe(report.destination)} (rewrote {files}; every other file copied). "
                       "The id map is in vocabfix.json.")

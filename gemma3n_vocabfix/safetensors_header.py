@@ -66,7 +66,8 @@ def read_header(path: Path) -> ShardHeader:
                 raise CheckpointError(f"{path.name}: truncated safetensors file (no header length)")
             (n,) = struct.unpack("<Q", prefix)
             if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise CheckpointError(f"{path.name}: safetensors header length {n} is impossible for a {size}-byte file")
+                raise CheckpointError(f"{path.name}: safetensors header length {n} is impossible for a "
+                                      f"{size}-byte file")
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None

@@ -188,7 +188,8 @@ def renumber_pieces(buf: bytes, id_map: IdMap, filler: dict[int, str]) -> bytes:
 def _filler_piece(buf: bytes, starts: array, filler: dict[int, str], new_id: int) -> bytes:
     token = filler.get(new_id)
     if token is None:
-        raise CheckpointError(f"tokenizer.model: no token is known for id {new_id}, which the rewrite would leave empty")
+        raise CheckpointError(f"tokenizer.model: no token is known for id {new_id}, which the rewrite would "
+                              "leave empty")
     if _is_piece(buf, starts, token):
         return make_piece(f"<vocabfix_slot_{new_id}>", UNUSED)
     return make_piece(token)

@@ -105,8 +105,8 @@ def _read_bytes(path: Path) -> bytes:
 def renumber_tokenizer_json(data: dict, new_id: IdFn, added: dict[int, str]) -> dict:
     """A renumbered copy of tokenizer.json. `added` maps new ids to added-token strings (fills vocab gaps)."""
     out = dict(data)
-    out["added_tokens"] = sorted(({**entry, "id": new_id(int(entry["id"]))} for entry in data.get("added_tokens") or []),
-                                 key=lambda entry: entry["id"])
+    moved = ({**entry, "id": new_id(int(entry["id"]))} for entry in data.get("added_tokens") or [])
+    out["added_tokens"] = sorted(moved, key=lambda entry: entry["id"])
     if data.get("model"):
         out["model"] = _renumber_model(data["model"], new_id, added)
     if data.get("post_processor"):
