@@ -75,6 +75,7 @@ class Checkpoint:
     weights: Weights
     files: list[str]  # every regular file, relative to root, '/'-separated
     remote: RemoteFiles | None = None  # set when the weights were described without downloading them
+    tokenizer_json_merges: tuple[int, int] | None = None  # byte range of the BPE merges the reader left out
 
     @property
     def label(self) -> str:
@@ -113,11 +114,11 @@ _MERGES_KEY = re.compile(rb'"merges"\s*:\s*\[')
 _FILE_TAIL = re.compile(rb'\]\s*\}\s*\}\s*\Z')
 
 
-def split_merges(raw: bytes) -> tuple[bytes, bytes] | None:
-    """Split tokenizer.json bytes into (the JSON with `"merges": []`, the raw merges array), or None.
+def merges_span(raw: bytes) -> tuple[int, int] | None:
+    """Byte range of tokenizer.json's `model.merges` array (from `[` to `]`), when it can be cut out safely.
 
     The BPE merges are three quarters of Gemma's 33 MB tokenizer.json and most of its parse time, and they hold
-    no ids. The split applies only when the merges array is provably the last member of `model` and `model` the
+    no ids. The cut applies only when the merges array is provably the last member of `model` and `model` the
     last member of the file (as the tokenizers library writes it): the array runs from `"merges": [` to the `]`
     before the final `}}`, and no object key (a `"` then `:` that does not open an array element) occurs in
     between. Anything else returns None and the caller parses the whole file.
@@ -128,30 +129,30 @@ def split_merges(raw: bytes) -> tuple[bytes, bytes] | None:
     tail = _FILE_TAIL.search(raw, max(0, len(raw) - 64))
     if key is None or tail is None or key.end() > tail.start() or not _no_key_between(raw, key.end(), tail.start()):
         return None
-    return raw[:key.end()] + raw[tail.start():], raw[key.end() - 1:tail.start() + 1]
+    return key.end() - 1, tail.start() + 1
 
 
-def read_tokenizer_json_without_merges(path: Path) -> dict:
-    """tokenizer.json with `model.merges` left empty, for readers that only need ids (see split_merges)."""
+def read_tokenizer_json_without_merges(path: Path) -> tuple[dict, tuple[int, int] | None]:
+    """tokenizer.json with `model.merges` left empty, and the byte range the merges had (None: not cut)."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    split = split_merges(raw)
-    if split is not None:
+    span = merges_span(raw)
+    if span is not None:
         try:
-            data = json.loads(split[0])
+            data = json.loads(raw[:span[0]] + b"[]" + raw[span[1]:])
         except (UnicodeDecodeError, json.JSONDecodeError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"].get("merges") == []:
-            return data
+            return data, span
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
-    return data
+    return data, None
 
 
 def _no_key_between(raw: bytes, start: int, stop: int) -> bool:
@@ -204,9 +205,11 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
     sp = root / SENTENCEPIECE_FILE
     tokenizer = {name: _optional_json(root, name) for name in JSON_TOKENIZER_FILES
                  if merges or name != "tokenizer.json"}
+    merges_left_out = None
     if not merges:
         path = root / "tokenizer.json"
-        tokenizer["tokenizer.json"] = read_tokenizer_json_without_merges(path) if path.is_file() else None
+        tokenizer["tokenizer.json"], merges_left_out = (read_tokenizer_json_without_merges(path) if path.is_file()
+                                                        else (None, None))
     if tokenizer["tokenizer.json"] is None and tokenizer["tokenizer_config.json"] is None and not sp.is_file():
         raise CheckpointError(f"{root}: no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model)",
                               hint="save the tokenizer next to the model: tokenizer.save_pretrained(folder)")
@@ -222,6 +225,7 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
         weights=read_weights(root, remote),
         files=sorted(set(list_files(root)) | set(remote.sizes if remote is not None else ())),
         remote=remote,
+        tokenizer_json_merges=merges_left_out,
     )
 
 

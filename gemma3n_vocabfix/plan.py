@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint, split_merges
+from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
 from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
 from .errors import CheckpointError, LayoutError
+from .id_map import IdMap
 from .layout import EVERY_ID, Layout, analyse
 from .rows import TablePlan, plan_table
 from .safetensors_header import DTYPE_SIZES, ShardHeader
@@ -49,10 +50,19 @@ class ShardPlan:
         return {"format": "pt", **self.source.metadata}
 
 
+@dataclass(frozen=True)
+class SourceBytes:
+    """A byte range of an input file, copied as it is."""
+
+    path: Path
+    start: int
+    stop: int
+
+
 @dataclass
 class FileOutput:
     name: str
-    content: bytes | None = None  # None: copied unchanged from the input
+    parts: list[bytes | SourceBytes] | None = None  # None: copied unchanged from the input
 
 
 @dataclass
@@ -70,7 +80,7 @@ class Plan:
 
     @property
     def rewritten_files(self) -> list[str]:
-        return ([f.name for f in self.files if f.content is not None]
+        return ([f.name for f in self.files if f.parts is not None]
                 + [s.name for s in self.shards if s.changed])
 
 
@@ -94,7 +104,8 @@ def make_plan(ckpt: Checkpoint) -> Plan:
     plan = Plan(ckpt, layout, tables, shards, [], changes)
     outputs[RECORD_NAME] = dump_json(_record(plan))
     names = [n for n in ckpt.files if not _is_shard(ckpt, n) and outputs.get(n) is None]
-    plan.files = [FileOutput(n) for n in names] + [FileOutput(n, c) for n, c in outputs.items() if c is not None]
+    plan.files = [FileOutput(n) for n in names] + [FileOutput(n, c if isinstance(c, list) else [c])
+                                                   for n, c in outputs.items() if c is not None]
     return plan
 
 
@@ -132,8 +143,7 @@ def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, by
         out["generation_config.json"] = _json_if_changed(ckpt.generation_config, gen)
         changes += gen_changes
     if ckpt.tokenizer_json is not None:
-        renumbered = renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added_by_new_id)
-        out["tokenizer.json"] = _with_original_merges(ckpt, _json_if_changed(ckpt.tokenizer_json, renumbered))
+        out["tokenizer.json"] = _tokenizer_json_parts(ckpt, new_id, added_by_new_id)
     if ckpt.tokenizer_config is not None:
         out["tokenizer_config.json"] = _json_if_changed(
             ckpt.tokenizer_config, renumber_tokenizer_config(ckpt.tokenizer_config, new_id))
@@ -146,16 +156,19 @@ def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, by
     return out, changes
 
 
-def _with_original_merges(ckpt: Checkpoint, content: bytes | None) -> bytes | None:
-    """Put back the BPE merges the reader left out (they hold no ids), as the bytes they were."""
-    if content is None or (ckpt.tokenizer_json.get("model") or {}).get("merges") != []:
-        return content
-    split = split_merges((ckpt.root / "tokenizer.json").read_bytes())
-    marker = b'"merges": []'
+def _tokenizer_json_parts(ckpt: Checkpoint, new_id: IdMap, added: dict[int, str]) -> list | None:
+    """tokenizer.json renumbered; the BPE merges the reader left out (they hold no ids) are copied as bytes."""
+    renumbered = renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added)
+    if renumbered == ckpt.tokenizer_json:
+        return None
+    # tokenizers itself writes this file; compact JSON keeps the write fast (the pretty printer is pure Python)
+    content = json.dumps(renumbered, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    span = ckpt.tokenizer_json_merges
+    marker = b'"merges":[]'
     at = content.rfind(marker)
-    if split is None or at < 0:
-        return content
-    return content[:at] + b'"merges": ' + split[1] + content[at + len(marker):]
+    if span is None or at < 0:
+        return [content]
+    return [content[:at] + b'"merges":', SourceBytes(ckpt.root / "tokenizer.json", *span), content[at + len(marker):]]
 
 
 def _json_if_changed(before: dict, after: dict) -> bytes | None:

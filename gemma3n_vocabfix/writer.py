@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import OutputError
-from .plan import Plan, ShardPlan
+from .plan import Plan, ShardPlan, SourceBytes
 from .rows import CopyRows, MeanRows, TablePlan
 from .safetensors_header import encode_header
 
@@ -33,10 +33,10 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
         for f in plan.files:
             target = stage / f.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            if f.content is None:
+            if f.parts is None:
                 shutil.copyfile(src / f.name, target)
             else:
-                target.write_bytes(f.content)
+                _write_parts(f.parts, target)
         for shard in plan.shards:
             target = stage / shard.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +49,16 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:
+    with open(target, "wb", buffering=0) as out:
+        for part in parts:
+            if isinstance(part, SourceBytes):
+                with open(part.path, "rb") as src:
+                    _copy_range(src, out, part.start, part.stop - part.start, lambda n: None)
+            else:
+                _write_all(out, part)
 
 
 def _move_into_place(stage: Path, dst: Path, force: bool) -> None:

@@ -370,15 +370,19 @@ def _json_file(tmp_path: Path, text: str) -> Path:
     ('{"model": {"vocab": {"a": 0}, "merges": [["a","b"]], "z"  \n :  [["q"]]}}', False),
 ])
 def test_tokenizer_json_without_merges(tmp_path: Path, text: str, fast: bool) -> None:
-    got = read_tokenizer_json_without_merges(_json_file(tmp_path, text))
+    path = _json_file(tmp_path, text)
+    got, span = read_tokenizer_json_without_merges(path)
     full = json.loads(text)
+    assert (span is not None) == fast
     if fast:
+        raw = path.read_bytes()
+        assert json.loads(raw[span[0]:span[1]]) == full["model"]["merges"]
         full["model"]["merges"] = []
     assert got == full
 
 
 def test_tokenizer_json_without_merges_on_a_tokenizers_file(extended: Path) -> None:
-    got = read_tokenizer_json_without_merges(extended / "tokenizer.json")
+    got, _ = read_tokenizer_json_without_merges(extended / "tokenizer.json")
     full = json.loads((extended / "tokenizer.json").read_text())
     full["model"]["merges"] = []
     assert got == full
