@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,15 +180,22 @@ def _no_key_between(raw: bytes, start: int, stop: int) -> bool:
 
 
 def list_files(root: Path) -> list[str]:
-    """Every file below root (following HF cache symlinks), skipping VCS and cache folders."""
+    """Every file below root, skipping VCS and cache folders.
+
+    Symlinks are followed, to files (HF cache snapshots) and to folders, but a folder already seen is not
+    entered again (a link back up would recurse forever).
+    """
     skip = {".git", ".cache", "__pycache__"}
-    out = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if skip.intersection(rel.parts) or not path.is_file():
+    seen, out = set(), []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        if os.path.realpath(folder) in seen:
+            dirs.clear()
             continue
-        out.append(rel.as_posix())
-    return out
+        seen.add(os.path.realpath(folder))
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        rel = Path(folder).relative_to(root)
+        out += [(rel / name).as_posix() for name in names if (Path(folder) / name).is_file()]
+    return sorted(out)
 
 
 def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merges: bool = True) -> Checkpoint:

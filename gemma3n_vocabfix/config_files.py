@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from .layout import Layout
 
 IdFn = Callable[[int], int]
-ID_LIST_KEYS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids")
+ID_LIST_KEYS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "force_words_ids")
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,37 @@ def _map_ids(value: Any, new_id: IdFn) -> Any:
     return value
 
 
+def _map_forced_decoder_ids(value: Any, new_id: IdFn) -> Any:
+    """[[position, id], ...]: only the ids move."""
+    if not isinstance(value, list):
+        return value
+    return [[pair[0], _map_ids(pair[1], new_id)] if isinstance(pair, list) and len(pair) == 2 else pair
+            for pair in value]
+
+
+def _map_sequence_bias(value: Any, new_id: IdFn) -> Any:
+    """{"(640, 641)": -2.0, ...} as GenerationConfig saves it, or [[[640, 641], -2.0], ...]: the biases stay."""
+    if isinstance(value, dict):
+        def key_ids(m: re.Match) -> str:
+            return str(_map_ids(int(m.group()), new_id))
+        return {re.sub(r"-?\d+", key_ids, key): bias for key, bias in value.items()}
+    if isinstance(value, list):
+        return [[_map_ids(entry[0], new_id), *entry[1:]] if isinstance(entry, list) and entry else entry
+                for entry in value]
+    return value
+
+
+ID_MAPPERS = {"forced_decoder_ids": _map_forced_decoder_ids, "sequence_bias": _map_sequence_bias}
+
+
 def _remap_token_ids(node: dict, new_id: IdFn, file: str, prefix: str, changes: list[FieldChange]) -> None:
     for key, value in node.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict):
+        mapper = ID_MAPPERS.get(key) or (_map_ids if holds_token_ids(key) else None)
+        if mapper is None and isinstance(value, dict):
             _remap_token_ids(value, new_id, file, path + ".", changes)
-        elif holds_token_ids(key):
-            mapped = _map_ids(value, new_id)
+        elif mapper is not None:
+            mapped = mapper(value, new_id)
             if mapped != value:
                 node[key] = mapped
                 changes.append(FieldChange(file, path, value, mapped))

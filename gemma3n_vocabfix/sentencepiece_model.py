@@ -167,8 +167,8 @@ def renumber_pieces(buf: bytes, id_map: IdMap, filler: dict[int, str]) -> bytes:
     """Move piece i to position id_map(i); fill positions left empty from `filler` (new id -> token).
 
     The id map shifts whole blocks of ids, so the output is a few slices of the input plus the new pieces.
-    A filler token that already exists as a piece would make SentencePiece refuse the model, so that
-    slot gets an unused placeholder piece instead; the Hugging Face tokenizer files still name the token.
+    A filler token that SentencePiece would refuse as a piece (one that already exists, is empty or holds a NUL)
+    gets an unused placeholder piece in its slot instead; the Hugging Face tokenizer files still name the token.
     """
     starts, ends, rest = _piece_spans(buf)
     count = len(starts)
@@ -190,6 +190,6 @@ def _filler_piece(buf: bytes, starts: array, filler: dict[int, str], new_id: int
     if token is None:
         raise CheckpointError(f"tokenizer.model: no token is known for id {new_id}, which the rewrite would "
                               "leave empty")
-    if _is_piece(buf, starts, token):
+    if not token or "\x00" in token or _is_piece(buf, starts, token):
         return make_piece(f"<vocabfix_slot_{new_id}>", UNUSED)
     return make_piece(token)

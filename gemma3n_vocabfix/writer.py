@@ -7,6 +7,7 @@ and the only array ever built is one chunk of rows while averaging rows for new 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,8 +27,7 @@ ProgressFn = Callable[[int], None]
 
 def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None) -> None:
     progress = progress or (lambda n: None)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".vocabfix-partial", dir=dst.parent))
+    stage = _make_stage(dst)
     try:
         src = plan.checkpoint.root
         for f in plan.files:
@@ -46,9 +46,28 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
                 shutil.copyfile(shard.source.path, target)
                 progress(shard.source.file_size)
         _move_into_place(stage, dst, force)
+    except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
+        shutil.rmtree(stage, ignore_errors=True)
+        where = f" ({e.filename})" if e.filename else ""
+        raise OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written",
+                          hint="free space or fix the cause and run again") from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def _make_stage(dst: Path) -> Path:
+    """The hidden folder beside OUT that becomes OUT. Made with mkdir, so its mode follows the umask as
+    save_pretrained's folders do (tempfile.mkdtemp's 0700 would hide the checkpoint from other users)."""
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        stage = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.vocabfix-partial"
+        stage.mkdir()
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise OutputError(f"{dst}: cannot create the output folder: {e.strerror or e}{where}",
+                          hint="OUT's parent must be a writable folder") from None
+    return stage
 
 
 def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:

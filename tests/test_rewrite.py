@@ -252,7 +252,7 @@ def test_failure_leaves_no_output(extended: Path, tmp_path: Path, monkeypatch) -
         raise OSError("disk full")
 
     monkeypatch.setattr(writer, "_write_table", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(VocabfixError, match="disk full"):
         rewrite_checkpoint(extended, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ext"]
 
