@@ -93,17 +93,25 @@ class Checkpoint:
         return self.config.get("text_config") or {}
 
 
-def read_json(path: Path) -> dict:
+def read_bytes(path: Path) -> bytes:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        return path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def parse_json_object(raw: bytes, path: Path) -> dict:
+    try:
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return data
+
+
+def read_json(path: Path) -> dict:
+    return parse_json_object(read_bytes(path), path)
 
 
 def _optional_json(root: Path, name: str) -> dict | None:
@@ -135,10 +143,7 @@ def merges_span(raw: bytes) -> tuple[int, int] | None:
 
 def read_tokenizer_json_without_merges(path: Path) -> tuple[dict, tuple[int, int] | None]:
     """tokenizer.json with `model.merges` left empty, and the byte range the merges had (None: not cut)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    raw = read_bytes(path)
     span = merges_span(raw)
     if span is not None:
         try:
@@ -147,13 +152,7 @@ def read_tokenizer_json_without_merges(path: Path) -> tuple[dict, tuple[int, int
             data = None
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"].get("merges") == []:
             return data, span
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data, None
+    return parse_json_object(raw, path), None
 
 
 def _no_key_between(raw: bytes, start: int, stop: int) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
+from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint, read_bytes
 from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
 from .errors import CheckpointError, LayoutError
 from .id_map import IdMap
@@ -150,7 +150,7 @@ def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, by
     if ckpt.added_tokens is not None:
         out["added_tokens.json"] = _json_if_changed(ckpt.added_tokens, renumber_added_tokens(ckpt.added_tokens, new_id))
     if ckpt.sentencepiece_path is not None:
-        before = ckpt.sentencepiece_path.read_bytes()
+        before = read_bytes(ckpt.sentencepiece_path)
         after = renumber_sentencepiece(before, new_id, added_by_new_id)
         out[SENTENCEPIECE_FILE] = after if after != before else None
     return out, changes

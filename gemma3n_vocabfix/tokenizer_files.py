@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import sentencepiece_model
+from .checkpoint import read_bytes
 from .errors import CheckpointError
 from .id_map import IdMap
 
@@ -87,16 +88,9 @@ def _read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | No
         for content, token_id in added_tokens.items():
             add("added_tokens.json", int(token_id), content)
     if sentencepiece_path is not None:
-        ids.file_sizes["tokenizer.model"] = sentencepiece_model.count_pieces(_read_bytes(sentencepiece_path))
+        ids.file_sizes["tokenizer.model"] = sentencepiece_model.count_pieces(read_bytes(sentencepiece_path))
     ids.size = max(ids.file_sizes.values(), default=0)
     return ids
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 # --- renumbering -------------------------------------------------------------------------------------
