@@ -545,7 +545,8 @@ def _special_findings(f: _Findings, ckpt: Checkpoint, views: list[SpecialView]) 
     gen = ckpt.generation_config or {}
     for key in GENERATION_KEYS:
         a, b = ckpt.config.get(key, ckpt.text_config.get(key)), gen.get(key)
-        if a is not None and b is not None and sorted(_ids(a)) != sorted(_ids(b)):
+        # one a subset of the other (unsloth's config eos 106 beside generation [1, 106]) is a choice, not a clash
+        if a is not None and b is not None and not (set(_ids(a)) <= set(_ids(b)) or set(_ids(b)) <= set(_ids(a))):
             f.add("VF009", f"config.json says {key} = {a} but generation_config.json says {b}: generate() uses "
                   "generation_config.json, other engines read config.json",
                   f"make {key} the same in both files", key=key, config=a, generation=b)
