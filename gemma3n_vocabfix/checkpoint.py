@@ -45,10 +45,6 @@ class Weights:
                 out.append(f"{label}: {names[0]}{more}")
         return out
 
-    def find(self, suffix: str) -> TensorInfo | None:
-        matches = [t for name, t in self.tensors.items() if name == suffix or name.endswith("." + suffix)]
-        return matches[0] if len(matches) == 1 else None
-
 
 @dataclass
 class RemoteFiles:

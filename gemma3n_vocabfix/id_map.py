@@ -68,8 +68,5 @@ class IdMap:
     def in_new_order(self) -> list[IdRange]:
         return list(self._by_new)
 
-    def moved_ranges(self) -> list[IdRange]:
-        return [r for r in self.ranges if r.old_start != r.new_start]
-
     def to_json(self) -> list[dict[str, int]]:
         return [{"old_start": r.old_start, "old_stop": r.old_stop, "new_start": r.new_start} for r in self.ranges]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
-from dataclasses import dataclass
 
 from .errors import CheckpointError
 from .id_map import IdMap
@@ -17,12 +16,6 @@ from .id_map import IdMap
 PIECES_FIELD = 1
 USER_DEFINED = 4
 UNUSED = 5
-
-
-@dataclass
-class ModelProto:
-    pieces: list[bytes]  # each a complete field-1 record (tag, length, payload)
-    rest: list[bytes]  # every other top-level record, in file order
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -77,15 +70,6 @@ def _records(buf: bytes):
         yield field, wire, payload_start, pos, start, pos
 
 
-def parse_model(buf: bytes) -> ModelProto:
-    model = ModelProto(pieces=[], rest=[])
-    for field, wire, _, _, start, end in _records(buf):
-        (model.pieces if field == PIECES_FIELD and wire == 2 else model.rest).append(buf[start:end])
-    if not model.pieces:
-        raise CheckpointError("tokenizer.model: no pieces (not a SentencePiece model?)")
-    return model
-
-
 def count_pieces(buf: bytes) -> int:
     """The number of pieces. Same answer as counting _records, about 4x faster on a 262k-piece model."""
     count = pos = 0
@@ -104,27 +88,12 @@ def count_pieces(buf: bytes) -> int:
     return count
 
 
-def piece_text(record: bytes) -> str:
-    """The piece string of one field-1 record."""
-    _, payload_start = _varint(record, 0)
-    _, payload_start = _varint(record, payload_start)
-    payload = record[payload_start:]
-    for field, wire, start, end, _, _ in _records(payload):
-        if field == 1 and wire == 2:
-            return payload[start:end].decode("utf-8", errors="replace")
-    return ""
-
-
 def make_piece(text: str, piece_type: int = USER_DEFINED) -> bytes:
     raw = text.encode("utf-8")
     payload = (b"\x0a" + _encode_varint(len(raw)) + raw  # field 1: piece
                + b"\x15" + struct.pack("<f", 0.0)  # field 2: score
                + b"\x18" + _encode_varint(piece_type))  # field 3: type
     return b"\x0a" + _encode_varint(len(payload)) + payload
-
-
-def serialize(model: ModelProto) -> bytes:
-    return b"".join(model.pieces) + b"".join(model.rest)
 
 
 def _piece_spans(buf: bytes) -> tuple[array, array, list[tuple[int, int]]]:
