@@ -110,9 +110,16 @@ def read_json(path: Path) -> dict:
     return parse_json_object(read_bytes(path), path)
 
 
+def is_present(path: Path) -> bool:
+    """Whether a checkpoint file is there; a folder (or a pipe, ...) under a file's name is an error."""
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+    return path.is_file()
+
+
 def _optional_json(root: Path, name: str) -> dict | None:
     path = root / name
-    return read_json(path) if path.is_file() else None
+    return read_json(path) if is_present(path) else None
 
 
 _MERGES_KEY = re.compile(rb'"merges"\s*:\s*\[')
@@ -201,7 +208,7 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(f"{root}: not a folder", hint="pass a checkpoint folder as saved by save_pretrained")
-    if not (root / "config.json").is_file():
+    if not is_present(root / "config.json"):
         raise CheckpointError(f"{root}: no config.json", hint="pass a checkpoint folder as saved by save_pretrained")
     config = read_json(root / "config.json")
     check_gemma3n(config, root / "config.json")
@@ -211,9 +218,9 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
     merges_left_out = None
     if not merges:
         path = root / "tokenizer.json"
-        tokenizer["tokenizer.json"], merges_left_out = (read_tokenizer_json_without_merges(path) if path.is_file()
+        tokenizer["tokenizer.json"], merges_left_out = (read_tokenizer_json_without_merges(path) if is_present(path)
                                                         else (None, None))
-    if tokenizer["tokenizer.json"] is None and tokenizer["tokenizer_config.json"] is None and not sp.is_file():
+    if tokenizer["tokenizer.json"] is None and tokenizer["tokenizer_config.json"] is None and not is_present(sp):
         raise CheckpointError(f"{root}: no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model)",
                               hint="save the tokenizer next to the model: tokenizer.save_pretrained(folder)")
     return Checkpoint(
@@ -224,7 +231,7 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
         tokenizer_config=tokenizer["tokenizer_config.json"],
         added_tokens=tokenizer["added_tokens.json"],
         special_tokens_map=tokenizer["special_tokens_map.json"],
-        sentencepiece_path=sp if sp.is_file() else None,
+        sentencepiece_path=sp if is_present(sp) else None,
         weights=read_weights(root, remote),
         files=sorted(set(list_files(root)) | set(remote.sizes if remote is not None else ())),
         remote=remote,
@@ -254,12 +261,10 @@ def read_weights(root: Path, remote: RemoteFiles | None = None) -> Weights:
 
     where = remote.label if remote is not None else root
     index_path = root / INDEX_NAME
-    if index_path.is_file():
+    if is_present(index_path):
         index = read_json(index_path)
-        weight_map = index.get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index_path}: no weight_map")
-        names = [n for n in sorted(set(weight_map.values())) if exists(n)]
+        check_index(index, index_path)
+        names = [n for n in sorted(set(index["weight_map"].values())) if exists(n)]
     elif exists(SINGLE_NAME):
         index = None
         names = [SINGLE_NAME]
@@ -282,6 +287,19 @@ def read_weights(root: Path, remote: RemoteFiles | None = None) -> Weights:
     if index is not None:
         _cross_check_index(root, index["weight_map"], weights, exists)
     return weights
+
+
+def check_index(index: dict, path: Path) -> None:
+    """weight_map maps tensor names to shard files inside the checkpoint folder; metadata is an object."""
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{path}: no weight_map")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or Path(shard).is_absolute() or ".." in Path(shard).parts:
+            raise CheckpointError(f"{path}: weight_map gives {name!r} the shard {shard!r}, not a file name inside "
+                                  "the checkpoint folder")
+    if not isinstance(index.get("metadata", {}), dict):
+        raise CheckpointError(f"{path}: metadata is not a JSON object")
 
 
 def _cross_check_index(root: Path, weight_map: dict, weights: Weights, exists: Callable[[str], bool]) -> None:

@@ -31,7 +31,7 @@ from .checkpoint import (
     read_json,
 )
 from .errors import CheckpointError, VocabfixError
-from .safetensors_header import ShardHeader, _tensor_info
+from .safetensors_header import ShardHeader, shard_header
 
 # What `inspect` downloads: every file it reads except the shards.
 SMALL_FILES = ("config.json", "generation_config.json", *JSON_TOKENIZER_FILES, SENTENCEPIECE_FILE, INDEX_NAME,
@@ -238,9 +238,7 @@ def shard_header_from_metadata(path: Path, meta, file_size: int | None) -> Shard
         data_start = file_size - data_end
     else:
         data_start, file_size = 8, 8 + data_end
-    tensors = sorted((_tensor_info(path, name, entry, data_start, file_size) for name, entry in entries.items()),
-                     key=lambda t: t.start)
-    return ShardHeader(path=path, metadata=dict(meta.metadata or {}), tensors=tuple(tensors), file_size=file_size)
+    return shard_header(path, meta.metadata, entries, data_start, file_size)
 
 
 # --- rewrite from / to the Hub ---------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ def make_plan(ckpt: Checkpoint) -> Plan:
         return Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards],
                     [FileOutput(name) for name in ckpt.files if not _is_shard(ckpt, name)])
     tables = [plan_table(t, layout) for t in layout.tables]
+    _check_initialisable(tables)
     changed_tables = {t.name: t for t in tables if t.changed}
     shards = [ShardPlan(_rel(ckpt, s.path), s, {t.name: changed_tables[t.name] for t in s.tensors
                                                 if t.name in changed_tables})
@@ -121,15 +122,32 @@ def _check_rewritable(ckpt: Checkpoint, layout: Layout) -> None:
     if layout.tokenizer.conflicts:
         raise LayoutError(f"{ckpt.root}: tokenizer files disagree: {layout.tokenizer.conflicts[0]}",
                           hint="re-save the tokenizer with tokenizer.save_pretrained(folder)")
+    unnamed = layout.tokenizer.first_unnamed_id()
+    if unnamed is not None:
+        raise LayoutError(f"{ckpt.root}: the tokenizer files name no token for id {unnamed:,}, below their largest "
+                          f"id {layout.tokenizer.size - 1:,}: the ids cannot be renumbered",
+                          hint="re-save the tokenizer with tokenizer.save_pretrained(folder)")
     if not any(t.holds == EVERY_ID for t in layout.tables):
         raise LayoutError(f"{ckpt.root}: no embed_tokens tensor in the weights")
     for table in layout.tables:
-        if len(table.tensor.shape) < 2:
-            raise LayoutError(f"{table.tensor.name}: expected a 2-D table, found shape {list(table.tensor.shape)}")
-        short = table.tensor.rows < layout.target_rows(table)
-        if short and table.tensor.dtype not in MEAN_DTYPES:
-            raise LayoutError(f"{table.tensor.name}: {table.tensor.dtype} rows cannot be initialised "
-                              f"(only {', '.join(MEAN_DTYPES)})")
+        if len(table.tensor.shape) < 2 or table.tensor.row_bytes == 0:
+            raise LayoutError(f"{table.tensor.name}: expected a 2-D table with non-empty rows, found shape "
+                              f"{list(table.tensor.shape)}")
+    rows = max(t.tensor.rows for t in layout.tables if t.holds == EVERY_ID)
+    mm_end = max(layout.vision_offset + layout.vision_size, layout.audio_offset + layout.audio_size)
+    if mm_end > max(layout.tokenizer.size, rows):
+        raise LayoutError(f"config.json: the vision and audio ids end at {mm_end:,}, past both the tokenizer's "
+                          f"{layout.tokenizer.size:,} ids and embed_tokens' {rows:,} rows")
+
+
+def _check_initialisable(tables: list[TablePlan]) -> None:
+    """Rows the input lacks are the mean of its text rows: that needs text rows, of a floating-point dtype."""
+    for t in tables:
+        if t.rows_initialised and t.source.dtype not in MEAN_DTYPES:
+            raise LayoutError(f"{t.name}: {t.source.dtype} rows cannot be initialised (only {', '.join(MEAN_DTYPES)})")
+        if t.rows_initialised and not t.mean_of_rows:
+            raise LayoutError(f"{t.name}: {t.rows_initialised} new rows would be the mean of the text rows, but the "
+                              "table has no text rows")
 
 
 def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:

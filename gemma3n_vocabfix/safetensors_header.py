@@ -77,24 +77,50 @@ def read_header(path: Path) -> ShardHeader:
         raise CheckpointError(f"{path.name}: malformed safetensors header ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path.name}: malformed safetensors header (not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
-    data_start = 8 + n
-    tensors = sorted((_tensor_info(path, name, entry, data_start, size) for name, entry in header.items()),
-                     key=lambda t: t.start)
-    return ShardHeader(path=path, metadata=dict(metadata), tensors=tuple(tensors), file_size=size)
+    metadata = header.pop("__metadata__", None)
+    return shard_header(path, metadata, header, 8 + n, size)
+
+
+def shard_header(path: Path, metadata: object, entries: dict, data_start: int, file_size: int) -> ShardHeader:
+    """Validate a header's metadata and tensor entries; the tensors' bytes must tile the data section exactly,
+    as the safetensors format requires (no overlap, no hole, nothing after the last tensor)."""
+    metadata = metadata or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path.name}: malformed safetensors header (__metadata__ is not a string -> string "
+                              "map)")
+    tensors = sorted((_tensor_info(path, name, entry, data_start, file_size) for name, entry in entries.items()),
+                     key=lambda t: (t.start, t.end))
+    cursor = data_start
+    for t in tensors:
+        if t.start != cursor:
+            what = "overlaps the tensor before it" if t.start < cursor else "leaves a hole before it"
+            raise CheckpointError(f"{path.name}: tensor {t.name!r} at bytes {t.start - data_start}.."
+                                  f"{t.end - data_start} {what}")
+        cursor = t.end
+    if cursor != file_size:
+        raise CheckpointError(f"{path.name}: {file_size - cursor} bytes after the last tensor (truncated header or "
+                              "trailing garbage)")
+    return ShardHeader(path=path, metadata=dict(metadata), tensors=tuple(tensors), file_size=file_size)
+
+
+def _natural(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _tensor_info(path: Path, name: str, entry: object, data_start: int, file_size: int) -> TensorInfo:
     try:
-        dtype = entry["dtype"]
-        shape = tuple(int(d) for d in entry["shape"])
-        begin, end = (int(x) for x in entry["data_offsets"])
-    except (TypeError, KeyError, ValueError):
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    except (TypeError, KeyError):
         raise CheckpointError(f"{path.name}: tensor {name!r} has a malformed header entry") from None
-    if dtype not in DTYPE_SIZES:
+    if not (isinstance(shape, list) and all(map(_natural, shape))
+            and isinstance(offsets, list) and len(offsets) == 2 and all(map(_natural, offsets))):
+        raise CheckpointError(f"{path.name}: tensor {name!r} has a malformed header entry (shape {shape!r}, "
+                              f"data_offsets {offsets!r}: lists of non-negative integers expected)")
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise CheckpointError(f"{path.name}: tensor {name!r} has unknown dtype {dtype!r}")
+    shape, (begin, end) = tuple(shape), offsets
     expected = prod(shape) * DTYPE_SIZES[dtype]
-    if end - begin != expected or begin < 0 or data_start + end > file_size:
+    if end - begin != expected or data_start + end > file_size:
         raise CheckpointError(f"{path.name}: tensor {name!r} byte range {begin}..{end} does not fit "
                               f"shape {list(shape)} {dtype} in a {file_size}-byte file")
     return TensorInfo(name, dtype, shape, path, data_start + begin, data_start + end)

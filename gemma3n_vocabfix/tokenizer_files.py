@@ -36,6 +36,16 @@ class TokenizerIds:
     def token(self, token_id: int) -> str | None:
         return self.added.get(token_id, self.vocab.get(token_id))
 
+    def first_unnamed_id(self) -> int | None:
+        """The smallest id below `size` that no file names a token (tokenizer.model names its piece count)."""
+        first = self.file_sizes.get("tokenizer.model", 0)
+        named = sorted(i for i in {*self.vocab, *self.added} if i >= first)
+        for expected, token_id in enumerate(named, start=first):
+            if token_id != expected:
+                return expected
+        stop = first + len(named)
+        return stop if stop < self.size else None
+
     def id_of(self, token: str) -> int | None:
         for token_id, content in self.added.items():
             if content == token:
@@ -46,27 +56,71 @@ class TokenizerIds:
         return None
 
 
+RESAVE = "re-save the tokenizer with tokenizer.save_pretrained(folder)"
+
+
+def _malformed(file: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{file}: {problem}", hint=RESAVE)
+
+
+def _token_id(value: object, file: str, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _malformed(file, f"{what} has id {value!r}, not a non-negative integer")
+    return value
+
+
+def _token(value: object, file: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise _malformed(file, f"{what} is {value!r}, not a string")
+    return value
+
+
+def _of_type(value: object, kind: type, file: str, what: str):
+    if not isinstance(value, kind):
+        raise _malformed(file, f"{what} is a {type(value).__name__}, not a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
 def model_vocab_ids(tokenizer_json: dict) -> dict[int, str]:
-    model = tokenizer_json.get("model") or {}
+    model = _of_type(tokenizer_json.get("model") or {}, dict, "tokenizer.json", "model")
     vocab = model.get("vocab")
     if isinstance(vocab, dict):
-        return {int(i): tok for tok, i in vocab.items()}
+        return {_token_id(i, "tokenizer.json", f"model.vocab token {tok!r}"): tok for tok, i in vocab.items()}
     if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
-        return {i: entry[0] for i, entry in enumerate(vocab)}
+        return {i: _unigram_piece(entry, i) for i, entry in enumerate(vocab)}
+    if vocab is not None:
+        raise _malformed("tokenizer.json", f"model.vocab is a {type(vocab).__name__}, not a JSON object or list")
     return {}
+
+
+def _unigram_piece(entry: object, index: int) -> str:
+    if not (isinstance(entry, list) and len(entry) == 2):
+        raise _malformed("tokenizer.json", f"model.vocab[{index}] is {entry!r}, not a [piece, score] pair")
+    return _token(entry[0], "tokenizer.json", f"the piece of model.vocab[{index}]")
+
+
+def _added_tokens_json(tokenizer_json: dict):
+    """(id, content) of tokenizer.json's added_tokens."""
+    entries = _of_type(tokenizer_json.get("added_tokens") or [], list, "tokenizer.json", "added_tokens")
+    for n, entry in enumerate(entries):
+        what = f"added_tokens[{n}]"
+        entry = _of_type(entry, dict, "tokenizer.json", what)
+        yield _token_id(entry.get("id"), "tokenizer.json", what), _token(entry.get("content"), "tokenizer.json",
+                                                                         f"{what}.content")
+
+
+def _added_tokens_decoder(tokenizer_config: dict):
+    """(id, content) of tokenizer_config.json's added_tokens_decoder, whose keys are ids written as strings."""
+    file = "tokenizer_config.json"
+    decoder = _of_type(tokenizer_config.get("added_tokens_decoder") or {}, dict, file, "added_tokens_decoder")
+    for key, entry in decoder.items():
+        what = f"added_tokens_decoder entry {key!r}"
+        token_id = _token_id(int(key) if key.isascii() and key.isdigit() else key, file, what)
+        yield token_id, _token(entry.get("content") if isinstance(entry, dict) else entry, file, f"{what} content")
 
 
 def read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | None,
                        added_tokens: dict | None, sentencepiece_path: Path | None) -> TokenizerIds:
-    try:
-        return _read_tokenizer_ids(tokenizer_json, tokenizer_config, added_tokens, sentencepiece_path)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"tokenizer files: malformed id entry ({type(e).__name__}: {e})",
-                              hint="re-save the tokenizer with tokenizer.save_pretrained(folder)") from None
-
-
-def _read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | None,
-                        added_tokens: dict | None, sentencepiece_path: Path | None) -> TokenizerIds:
     ids = TokenizerIds(size=0, added={})
 
     def add(source: str, token_id: int, content: str) -> None:
@@ -79,14 +133,14 @@ def _read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | No
     if tokenizer_json is not None:
         ids.vocab = model_vocab_ids(tokenizer_json)
         ids.file_sizes["tokenizer.json"] = max(ids.vocab, default=-1) + 1
-        for entry in tokenizer_json.get("added_tokens") or []:
-            add("tokenizer.json", int(entry["id"]), entry["content"])
+        for token_id, content in _added_tokens_json(tokenizer_json):
+            add("tokenizer.json", token_id, content)
     if tokenizer_config is not None:
-        for key, entry in (tokenizer_config.get("added_tokens_decoder") or {}).items():
-            add("tokenizer_config.json", int(key), entry["content"] if isinstance(entry, dict) else str(entry))
+        for token_id, content in _added_tokens_decoder(tokenizer_config):
+            add("tokenizer_config.json", token_id, content)
     if added_tokens is not None:
         for content, token_id in added_tokens.items():
-            add("added_tokens.json", int(token_id), content)
+            add("added_tokens.json", _token_id(token_id, "added_tokens.json", f"token {content!r}"), content)
     if sentencepiece_path is not None:
         ids.file_sizes["tokenizer.model"] = sentencepiece_model.count_pieces(read_bytes(sentencepiece_path))
     ids.size = max(ids.file_sizes.values(), default=0)
@@ -138,17 +192,25 @@ def _filler(added: dict[int, str], token_id: int) -> str:
     return token
 
 
-def _renumber_post_processor(proc: dict, new_id: IdFn) -> dict:
+def _renumber_post_processor(proc: object, new_id: IdFn, what: str = "post_processor") -> dict:
+    proc = _of_type(proc, dict, "tokenizer.json", what)
     out = dict(proc)
     if isinstance(proc.get("processors"), list):
-        out["processors"] = [_renumber_post_processor(p, new_id) for p in proc["processors"]]
+        out["processors"] = [_renumber_post_processor(p, new_id, f"{what}.processors[{n}]")
+                             for n, p in enumerate(proc["processors"])]
     if isinstance(proc.get("special_tokens"), dict):
-        out["special_tokens"] = {name: {**spec, "ids": [new_id(int(i)) for i in spec.get("ids", [])]}
+        out["special_tokens"] = {name: _renumber_special_token(spec, new_id, f"{what}.special_tokens[{name!r}]")
                                  for name, spec in proc["special_tokens"].items()}
     for key in ("cls", "sep"):  # BertProcessing / RobertaProcessing: [token, id]
         if isinstance(proc.get(key), list) and len(proc[key]) == 2:
-            out[key] = [proc[key][0], new_id(int(proc[key][1]))]
+            out[key] = [proc[key][0], new_id(_token_id(proc[key][1], "tokenizer.json", f"{what}.{key}"))]
     return out
+
+
+def _renumber_special_token(spec: object, new_id: IdFn, what: str) -> dict:
+    spec = _of_type(spec, dict, "tokenizer.json", what)
+    ids = _of_type(spec.get("ids", []), list, "tokenizer.json", f"{what}.ids")
+    return {**spec, "ids": [new_id(_token_id(i, "tokenizer.json", what)) for i in ids]}
 
 
 def renumber_tokenizer_config(data: dict, new_id: IdFn) -> dict:
