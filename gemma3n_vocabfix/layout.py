@@ -52,11 +52,6 @@ class Layout:
         return min(self.vision_offset, self.audio_offset)
 
     @property
-    def original_text_size(self) -> int:
-        """Text ids below the multimodal ranges: the text vocabulary the model was trained with."""
-        return self.first_multimodal_id
-
-    @property
     def appended(self) -> int:
         """k: text ids placed past the multimodal ranges (added tokens)."""
         return self.total - self.vision_size - self.audio_size - self.first_multimodal_id
@@ -72,6 +67,22 @@ class Layout:
     @property
     def new_audio_offset(self) -> int:
         return self.new_text_size + self.vision_size
+
+    def before(self) -> dict:
+        """The input's layout as ranges and sizes (text: the ids below the multimodal ranges)."""
+        return {"text": [0, self.first_multimodal_id],
+                "vision": [self.vision_offset, self.vision_offset + self.vision_size],
+                "audio": [self.audio_offset, self.audio_offset + self.audio_size],
+                "vocab_size": self.vocab_size, "vocab_size_per_layer_input": self.per_layer_size,
+                "tokenizer_size": self.tokenizer.size}
+
+    def after(self) -> dict:
+        """The consistent layout, in the shape of before()."""
+        return {"text": [0, self.new_text_size],
+                "vision": [self.new_vision_offset, self.new_audio_offset],
+                "audio": [self.new_audio_offset, self.total],
+                "vocab_size": self.total, "vocab_size_per_layer_input": self.new_text_size,
+                "tokenizer_size": self.total}
 
     def target_rows(self, table: VocabTable) -> int:
         return {EVERY_ID: self.total, TEXT_IDS: self.new_text_size,

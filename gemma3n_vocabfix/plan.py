@@ -78,6 +78,19 @@ class Plan:
     def changed(self) -> bool:
         return not self.layout.is_consistent
 
+    def summary(self) -> dict:
+        """What the rewrite changes: layouts, id map, table rows, config fields (vocabfix.json and --json)."""
+        return {
+            "appended_tokens": self.layout.appended,
+            "layout_before": self.layout.before(),
+            "layout_after": self.layout.after(),
+            "id_map": self.layout.id_map.to_json(),
+            "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
+                         "rows_copied": t.rows_copied, "rows_initialised_to_mean": t.rows_initialised,
+                         "rows_dropped": t.rows_dropped} for t in self.tables if t.changed],
+            "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in self.changes],
+        }
+
     @property
     def rewritten_files(self) -> list[str]:
         return ([f.name for f in self.files if f.parts is not None]
@@ -208,29 +221,12 @@ def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:
 
 
 def _record(plan: Plan) -> dict:
-    layout, ckpt = plan.layout, plan.checkpoint
-    previous = None
-    if (ckpt.root / RECORD_NAME).is_file():
+    record = {"vocabfix_version": __version__, **plan.summary(),
+              "id_map_note": "old ids in [old_start, old_stop) became new_start + (id - old_start)"}
+    previous = plan.checkpoint.root / RECORD_NAME
+    if previous.is_file():
         try:
-            previous = json.loads((ckpt.root / RECORD_NAME).read_text(encoding="utf-8"))
+            record["previous"] = json.loads(previous.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            previous = None
-    record = {
-        "vocabfix_version": __version__,
-        "layout_before": {"vocab_size": layout.vocab_size, "vocab_size_per_layer_input": layout.per_layer_size,
-                          "vision_offset": layout.vision_offset, "audio_offset": layout.audio_offset,
-                          "tokenizer_size": layout.tokenizer.size},
-        "layout_after": {"vocab_size": layout.total, "vocab_size_per_layer_input": layout.new_text_size,
-                         "vision_offset": layout.new_vision_offset, "audio_offset": layout.new_audio_offset,
-                         "tokenizer_size": layout.total},
-        "appended_tokens": layout.appended,
-        "id_map": layout.id_map.to_json(),
-        "id_map_note": "old ids in [old_start, old_stop) became new_start + (id - old_start)",
-        "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
-                     "rows_initialised_to_mean": t.rows_initialised, "rows_dropped": t.rows_dropped}
-                    for t in plan.tables if t.changed],
-        "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in plan.changes],
-    }
-    if previous is not None:
-        record["previous"] = previous
+            pass
     return record

@@ -31,29 +31,8 @@ class RewriteReport:
         return self.plan.layout.id_map
 
     def to_dict(self) -> dict:
-        plan, layout = self.plan, self.plan.layout
-        return {
-            "source": str(self.source),
-            "destination": str(self.destination),
-            "dry_run": self.dry_run,
-            "changed": self.changed,
-            "appended_tokens": layout.appended,
-            "layout_before": {"text": [0, layout.first_multimodal_id],
-                              "vision": [layout.vision_offset, layout.vision_offset + layout.vision_size],
-                              "audio": [layout.audio_offset, layout.audio_offset + layout.audio_size],
-                              "vocab_size": layout.vocab_size, "vocab_size_per_layer_input": layout.per_layer_size,
-                              "tokenizer_size": layout.tokenizer.size},
-            "layout_after": {"text": [0, layout.new_text_size],
-                             "vision": [layout.new_vision_offset, layout.new_vision_offset + layout.vision_size],
-                             "audio": [layout.new_audio_offset, layout.total],
-                             "vocab_size": layout.total, "vocab_size_per_layer_input": layout.new_text_size},
-            "id_map": layout.id_map.to_json(),
-            "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
-                         "rows_copied": t.rows_copied, "rows_initialised_to_mean": t.rows_initialised,
-                         "rows_dropped": t.rows_dropped} for t in plan.tables if t.changed],
-            "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in plan.changes],
-            "files_rewritten": plan.rewritten_files,
-        }
+        return {"source": str(self.source), "destination": str(self.destination), "dry_run": self.dry_run,
+                "changed": self.changed, **self.plan.summary(), "files_rewritten": self.plan.rewritten_files}
 
 
 def check_output_path(src: Path, dst: Path, force: bool) -> None:

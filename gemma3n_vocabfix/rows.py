@@ -90,4 +90,4 @@ def plan_table(table: VocabTable, layout: Layout) -> TablePlan:
             _append(segments, MeanRows(r.length - have))
     needs_mean = any(isinstance(s, MeanRows) for s in segments)
     return TablePlan(table.tensor, rows_out, segments,
-                     min(layout.original_text_size, rows_in) if needs_mean else 0)
+                     min(layout.first_multimodal_id, rows_in) if needs_mean else 0)
