@@ -32,19 +32,6 @@ class Weights:
     found_not_listed: list[str] = field(default_factory=list)  # in a shard header, not in the weight_map
     misplaced: list[str] = field(default_factory=list)  # listed under another shard than the one holding it
 
-    def problems(self) -> list[str]:
-        """One sentence per disagreement between the index and the shard headers."""
-        out = []
-        for label, names in (("shard named by the index is missing", self.missing_shards),
-                             ("tensor listed in the index but in no shard", self.listed_not_found),
-                             ("tensor in a shard but not listed in the index", self.found_not_listed),
-                             ("tensor listed under the wrong shard", self.misplaced),
-                             ("tensor stored in more than one shard", self.duplicates)):
-            if names:
-                more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
-                out.append(f"{label}: {names[0]}{more}")
-        return out
-
 
 @dataclass
 class RemoteFiles:
@@ -68,11 +55,13 @@ class Checkpoint:
     tokenizer_config: dict | None
     added_tokens: dict | None  # added_tokens.json
     special_tokens_map: dict | None
-    sentencepiece_path: Path | None
+    sentencepiece: bytes | None  # tokenizer.model, whole (a few MB; renumbered block by block)
     weights: Weights
     files: list[str]  # every regular file, relative to root, '/'-separated
     remote: RemoteFiles | None = None  # set when the weights were described without downloading them
     tokenizer_json_merges: tuple[int, int] | None = None  # byte range of the BPE merges the reader left out
+    previous_record: dict | None = None  # vocabfix.json of an earlier rewrite, carried into the new one
+    previous_record_problem: str | None = None  # why an existing vocabfix.json could not be read as a record
 
     @property
     def label(self) -> str:
@@ -201,9 +190,14 @@ def list_files(root: Path) -> list[str]:
 
 
 def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merges: bool = True) -> Checkpoint:
-    """Read a checkpoint folder. With `remote`, shards missing from `root` are described by `remote.read_header`.
+    """Read a checkpoint folder: the only step of a command that opens input files before the writer copies them.
 
-    `merges=False` leaves tokenizer.json's BPE merges out (faster; for inspect, which only needs ids).
+    Reads config.json, generation_config.json, every tokenizer file, a previous vocabfix.json and each safetensors
+    header (never tensor bytes). With `remote`, shards missing from `root` are described by `remote.read_header`.
+    `merges=False` leaves tokenizer.json's BPE merges out and records their byte range instead (the merges hold no
+    ids; the writer copies them as bytes).
+
+    Raises CheckpointError (missing, unreadable or malformed file) or NotGemma3nError (not a Gemma 3n config).
     """
     root = Path(root)
     if not root.is_dir():
@@ -231,12 +225,22 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
         tokenizer_config=tokenizer["tokenizer_config.json"],
         added_tokens=tokenizer["added_tokens.json"],
         special_tokens_map=tokenizer["special_tokens_map.json"],
-        sentencepiece_path=sp if is_present(sp) else None,
+        sentencepiece=read_bytes(sp) if is_present(sp) else None,
         weights=read_weights(root, remote),
         files=sorted(set(list_files(root)) | set(remote.sizes if remote is not None else ())),
         remote=remote,
         tokenizer_json_merges=merges_left_out,
+        **_previous_record(root),
     )
+
+
+def _previous_record(root: Path) -> dict:
+    """An earlier rewrite's vocabfix.json. It is replaced in OUT either way, so a malformed one is not an error:
+    the new record says why it could not be carried over."""
+    try:
+        return {"previous_record": _optional_json(root, RECORD_NAME)}
+    except CheckpointError as e:
+        return {"previous_record_problem": e.message}
 
 
 def check_gemma3n(config: dict, path: Path) -> None:

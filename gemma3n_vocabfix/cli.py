@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import VocabfixError
+from .errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, UsageError, VocabfixError
 
 app = typer.Typer(
     name="vocabfix",
@@ -72,32 +73,39 @@ def inspect(
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit, for a Hub repo id."),
 ) -> None:
     """Show CKPT's vocabulary layout and findings (help text: INSPECT_HELP)."""
+    with handled_errors():
+        fmt = _output_format(as_json, fmt)
+        report = _inspect(ckpt, tokens or [], revision)
+        code = report.exit_code(strict)
+        from .render import render_inspect_github, render_inspect_text, write_json
+        if fmt is OutputFormat.json:
+            write_json(report.to_dict(strict), sys.stdout)
+        elif fmt is OutputFormat.github:
+            render_inspect_github(report, sys.stdout, strict)
+        else:
+            render_inspect_text(report, stdout, strict)
+        sys.stdout.flush()
+    raise typer.Exit(code)
+
+
+def _inspect(ckpt: str, tokens: list[str], revision: str | None):
     import gc
 
     from .hub import read_source, resolve_source
     from .inspect import inspect_checkpoint
 
-    if as_json and fmt not in (OutputFormat.text, OutputFormat.json):
-        raise VocabfixError(f"--json and --format {fmt.value} contradict each other", hint="pass one of them")
-    fmt = OutputFormat.json if as_json else fmt
     source = resolve_source(ckpt, revision)
     gc.disable()  # parsing a 33 MB tokenizer.json makes millions of objects and no garbage: skip the collector
     try:
-        report = inspect_checkpoint(read_source(source), tokens=tokens or [], source=ckpt, revision=revision)
+        return inspect_checkpoint(read_source(source), tokens=tokens, source=ckpt, revision=revision)
     finally:
         gc.enable()
-    strict_code = report.exit_code(strict)
-    if fmt is OutputFormat.json:
-        from .render_inspect import render_json
-        render_json(report, sys.stdout, strict)
-    elif fmt is OutputFormat.github:
-        from .render_inspect import render_github
-        render_github(report, sys.stdout, strict)
-    else:
-        from .render_inspect import render_text
-        render_text(report, stdout, strict)
-    sys.stdout.flush()
-    raise typer.Exit(strict_code)
+
+
+def _output_format(as_json: bool, fmt: OutputFormat) -> OutputFormat:
+    if as_json and fmt not in (OutputFormat.text, OutputFormat.json):
+        raise UsageError(f"--json and --format {fmt.value} contradict each other", hint="pass one of them")
+    return OutputFormat.json if as_json else fmt
 
 
 REWRITE_HELP = (
@@ -118,7 +126,10 @@ def rewrite(
     dst: Path = typer.Argument(..., metavar="OUT", help="Folder to write; must not exist (see --force)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan; write nothing."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if it exists."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", case_sensitive=False,
+                                     help="text: rich tables; json: one JSON document on stdout; github: a GitHub "
+                                          "Actions ::notice annotation."),
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit, when IN is a Hub repo id."),
     push_to_hub: str = typer.Option(None, "--push-to-hub", metavar="REPO",
                                     help="Upload OUT to this Hub repo (created if needed) in one commit whose "
@@ -126,31 +137,39 @@ def rewrite(
     private: bool = typer.Option(False, "--private", help="Create the --push-to-hub repo as private."),
 ) -> None:
     """Rewrite IN into OUT (help text: REWRITE_HELP)."""
-    from .hub import download_snapshot, is_repo_id, resolve_source
-    from .rewrite import rewrite_checkpoint
+    with handled_errors(interrupted="Interrupted; nothing was written (the staged output was removed)."):
+        fmt = _output_format(as_json, fmt)
+        _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
+                 private=private)
+
+
+def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputFormat, revision: str | None,
+             push_to_hub: str | None, private: bool) -> None:
+    from .hub import download_snapshot, is_repo_id, plan_push, resolve_source
+    from .rewrite import check_output_path, rewrite_checkpoint
 
     if private and not push_to_hub:
-        raise VocabfixError("--private only applies with --push-to-hub REPO")
+        raise UsageError("--private only applies with --push-to-hub REPO")
     if push_to_hub is not None and not is_repo_id(push_to_hub):
-        raise VocabfixError(f"--push-to-hub {push_to_hub!r} is not a Hub repo id", hint="use org/name")
+        raise UsageError(f"--push-to-hub {push_to_hub!r} is not a Hub repo id", hint="use org/name")
     source = resolve_source(src, revision)
+    check_output_path(dst, force=force, src=source.path)  # before a download, and before reading IN
+    people = fmt is OutputFormat.text
     label = src
     if source.is_hub:
-        folder = download_snapshot(source.repo_id, source.revision, progress=not as_json and stderr.is_terminal)
+        folder = download_snapshot(source.repo_id, source.revision, progress=people and stderr.is_terminal)
         label = f"{source.repo_id}@{folder.name[:12]}"
     else:
         folder = source.path
-    with _progress(enabled=not as_json and not dry_run) as progress:
+    with _progress(enabled=people and not dry_run) as progress:
         report = rewrite_checkpoint(folder, dst, dry_run=dry_run, force=force, progress=progress)
-    push = None
-    if push_to_hub is not None:
-        from .hub import plan_push
-        push = plan_push(report, dst, push_to_hub, private=private, source=label)
+    push = plan_push(report, dst, push_to_hub, private=private, source=label) if push_to_hub else None
     pushed_url = None
     if push is not None and not dry_run:
         from .hub import push as push_folder
         pushed_url = push_folder(push)
-    if as_json:
+    from .render import render_rewrite_github, render_rewrite_text, safe, write_json
+    if fmt is OutputFormat.json:
         data = report.to_dict()
         if source.is_hub:
             data["source_repo"] = {"repo_id": source.repo_id, "revision": source.revision, "resolved": label}
@@ -158,10 +177,12 @@ def rewrite(
             data["push"] = {"repo_id": push.repo_id, "private": push.private, "commit_message": push.commit_message,
                             "commit_description": push.commit_description, "pushed": pushed_url is not None,
                             "commit_url": pushed_url}
-        print(json.dumps(data, indent=2))
+        write_json(data, sys.stdout)
         return
-    from .render import render_rewrite, safe
-    render_rewrite(report, stdout)
+    if fmt is OutputFormat.github:
+        render_rewrite_github(report, sys.stdout)
+        return
+    render_rewrite_text(report, stdout)
     if push is not None and pushed_url is None:
         stdout.print(f"[yellow]Dry run:[/] would push OUT to {safe(push.repo_id)}"
                      f"{' (private)' if push.private else ''} with the commit message: {safe(push.commit_message)}")
@@ -192,26 +213,39 @@ class _progress:
         return False
 
 
-def main() -> None:
-    """Console entry point: usage errors are typer's (exit 2); ours become one line on stderr, exit 2."""
+@contextmanager
+def handled_errors(interrupted: str = "Interrupted.") -> Iterator[None]:
+    """Inside a command: our errors, Ctrl-C and anything unexpected become one line on stderr and the exit code of
+    the error (2; 130 for Ctrl-C). Handled here rather than around `app()`, because click turns KeyboardInterrupt
+    into 'Aborted!' and exit 1 (which would read as 'findings') before an outer handler could see it."""
     try:
-        app()
+        yield
     except VocabfixError as e:
-        _fail(e.message, e.hint)
+        _fail(e.message, e.hint, e.exit_code)
     except KeyboardInterrupt:
-        stderr.print("Interrupted; nothing was left behind.")
-        sys.exit(130)
+        stderr.print(interrupted, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as e:  # the contract is one line, never a traceback
-        if os.environ.get("VOCABFIX_DEBUG"):
+        if isinstance(e, (typer.Exit, typer.Abort)) or os.environ.get("VOCABFIX_DEBUG"):
             raise
         _fail(f"unexpected {type(e).__name__}: {e}", "rerun with VOCABFIX_DEBUG=1 for a traceback and report it")
 
 
-def _fail(message: str, hint: str | None) -> None:
+def _fail(message: str, hint: str | None, code: int = EXIT_CANNOT_RUN) -> None:
     from rich.markup import escape
     stderr.print(f"[red]Error:[/] {escape(message)}" + (f" [dim]({escape(hint)})[/]" if hint else ""),
                  soft_wrap=True)
-    sys.exit(2)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console entry point. Commands handle their own errors (handled_errors); this catches what happens outside a
+    command, e.g. Ctrl-C while Python imports the modules."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        stderr.print("Interrupted.")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,25 @@
-"""The project's one error hierarchy. The CLI turns each into one line on stderr and exit code 2."""
+"""The project's one error hierarchy. The CLI prints each as one line on stderr and exits with its `exit_code`.
+
+Exit codes are a contract (README "Exit codes"): 0 success, 1 the checkpoint has problems (inspect's findings),
+2 the command could not run (every error here), 130 interrupted (Ctrl-C).
+"""
+
+EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class VocabfixError(Exception):
     """A problem with the input or the request; `hint` says what the user can do about it."""
 
-    exit_code = 2
+    exit_code = EXIT_CANNOT_RUN
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+class UsageError(VocabfixError):
+    """Options that contradict each other or do not apply (e.g. --private without --push-to-hub)."""
 
 
 class CheckpointError(VocabfixError):
@@ -24,5 +34,17 @@ class LayoutError(VocabfixError):
     """The id ranges the config and tokenizer declare cannot be reconciled."""
 
 
+class RewriteRefused(LayoutError):
+    """The checkpoint has a problem the rewrite cannot fix; `code` is the inspect finding that names it."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.code = code
+
+
 class OutputError(VocabfixError):
-    """The output path cannot be used (exists, inside the input, ...)."""
+    """The output path cannot be used (exists, inside the input, ...) or writing it failed."""
+
+
+class HubError(VocabfixError):
+    """The Hub (or the Hub cache) could not give what was asked."""

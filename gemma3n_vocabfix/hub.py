@@ -30,7 +30,7 @@ from .checkpoint import (
     read_checkpoint,
     read_json,
 )
-from .errors import CheckpointError, VocabfixError
+from .errors import CheckpointError, HubError, UsageError, VocabfixError
 from .safetensors_header import ShardHeader, shard_header
 
 # What `inspect` downloads: every file it reads except the shards.
@@ -39,10 +39,6 @@ SMALL_FILES = ("config.json", "generation_config.json", *JSON_TOKENIZER_FILES, S
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 REPO_ID = re.compile(rf"^{_NAME}/{_NAME}$")
 LOGIN_HINT = "for a private or gated repo, log in with 'hf auth login' or set HF_TOKEN"
-
-
-class HubError(VocabfixError):
-    """The Hub (or the Hub cache) could not give what was asked."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ def resolve_source(text: str, revision: str | None = None) -> Source:
     path = Path(text).expanduser()
     if path.exists():
         if revision is not None:
-            raise VocabfixError(f"{text} is a local folder; --revision only applies to a Hub repo id",
+            raise UsageError(f"{text} is a local folder; --revision only applies to a Hub repo id",
                                 hint="drop --revision, or name the repo as org/name")
         return Source(text, path=path)
     if is_repo_id(text):
@@ -261,40 +257,11 @@ class PushPlan:
     commit_description: str
 
 
-def commit_message(report, source: str) -> tuple[str, str]:
-    """A commit title and description that say what the rewrite changed (from RewriteReport.to_dict())."""
-    from . import __version__
-    data = report.to_dict()
-    if not data["changed"]:
-        return (f"vocabfix: copy of {source} (vocabulary layout already consistent)",
-                f"vocabfix {__version__} found {source} already in the layout stock transformers accepts "
-                "([text | vision | audio], audio ending at vocab_size) and copied it unchanged.")
-    before, after, k = data["layout_before"], data["layout_after"], data["appended_tokens"]
-    title = (f"vocabfix: move {k} appended token{'s' if k != 1 else ''} into the text range "
-             f"(vocab_size {before['vocab_size']} -> {after['vocab_size']})")
-    lines = [f"Rewritten by vocabfix {__version__} from {source} so that stock transformers loads and runs it: "
-             "the tokens appended after the audio range (ids that stock transformers sends to the 128-row audio "
-             "table) now end the text range, and the vision and audio ranges follow them.", "", "Id ranges:"]
-    for key in ("text", "vision", "audio"):
-        lines.append(f"- {key}: [{before[key][0]}, {before[key][1]}) -> [{after[key][0]}, {after[key][1]})")
-    if k:
-        lines.append(f"- appended: [{before['audio'][1]}, {before['audio'][1] + k}) -> "
-                     f"[{after['text'][1] - k}, {after['text'][1]})")
-    if data["config_changes"]:
-        lines += ["", "Config fields:"]
-        lines += [f"- {c['file']} {c['key']}: {c['old']} -> {c['new']}" for c in data["config_changes"]]
-    if data["tensors"]:
-        lines += ["", "Vocabulary tensors (rows):"]
-        lines += [f"- {t['name']}: {t['rows_before']} -> {t['rows_after']} ({t['rows_copied']} copied, "
-                  f"{t['rows_initialised_to_mean']} new (mean), {t['rows_dropped']} dropped)" for t in data["tensors"]]
-    lines += ["", "Files rewritten: " + ", ".join(data["files_rewritten"]) + "; every other file is unchanged.",
-              "The old -> new id map is in vocabfix.json."]
-    return title, "\n".join(lines)
-
-
 def plan_push(report, folder: Path, repo_id: str, *, private: bool, source: str) -> PushPlan:
+    """What `push` uploads: `folder` to `repo_id` in one commit whose message says what `report` changed."""
+    from .render import commit_message
     if not is_repo_id(repo_id):
-        raise VocabfixError(f"--push-to-hub {repo_id!r} is not a Hub repo id", hint="use org/name")
+        raise UsageError(f"--push-to-hub {repo_id!r} is not a Hub repo id", hint="use org/name")
     title, description = commit_message(report, source)
     return PushPlan(repo_id, Path(folder), private, title, description)
 

@@ -1,13 +1,18 @@
-"""Work out a checkpoint's id layout and the id map to the layout stock transformers accepts.
+"""A checkpoint's vocabulary layout: the one place where id ranges, table roles and target sizes are worked out.
 
 Stock transformers needs `[ text | vision | audio ]` with audio ending at `text_config.vocab_size`
-(see docs/gemma3n-vocab-layout.md). Tokens appended after the audio range are text: they move to the
+(docs/gemma3n-vocab-layout.md, read from transformers 5.24's modeling_gemma3n.py). Text ids found past the first
+multimodal id (tokens appended after the audio range, or ids left between the vision and audio ranges) move to the
 end of the text range, and the vision and audio ranges shift up behind them.
+
+Everything else (findings, routing, the plan, rendering, the Hub commit message) reads these facts from `Layout`
+and never recomputes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .checkpoint import Checkpoint
 from .errors import LayoutError
@@ -15,26 +20,90 @@ from .id_map import IdMap, IdRange
 from .safetensors_header import TensorInfo
 from .tokenizer_files import TokenizerIds, read_tokenizer_ids
 
-# Tensors whose first dimension is indexed by token id, by name suffix, and which ids they hold rows for.
-EVERY_ID, TEXT_IDS, VISION_IDS, AUDIO_IDS = "every id", "text ids", "vision ids", "audio ids"
-VOCAB_TENSOR_SUFFIXES = (
-    ("embed_tokens.weight", EVERY_ID),
-    ("lm_head.weight", EVERY_ID),
-    ("embed_tokens_per_layer.weight", TEXT_IDS),
-    ("embed_vision.embedding.weight", VISION_IDS),
-    ("embed_audio.embedding.weight", AUDIO_IDS),
-)
+
+class IdKind(str, Enum):
+    """Which ids a vocabulary table has rows for."""
+
+    EVERY = "every id"
+    TEXT = "text ids"
+    VISION = "vision ids"
+    AUDIO = "audio ids"
+
+
+class TableRole(str, Enum):
+    """A tensor whose first dimension is indexed by token id; the value is its short name."""
+
+    EMBED_TOKENS = "embed_tokens"
+    LM_HEAD = "lm_head"
+    PER_LAYER = "embed_tokens_per_layer"
+    VISION = "embed_vision"
+    AUDIO = "embed_audio"
+
+    @property
+    def suffix(self) -> str:
+        return _SUFFIX[self]
+
+    @property
+    def holds(self) -> IdKind:
+        return _HOLDS[self]
+
+
+_SUFFIX = {TableRole.EMBED_TOKENS: "embed_tokens.weight", TableRole.LM_HEAD: "lm_head.weight",
+           TableRole.PER_LAYER: "embed_tokens_per_layer.weight",
+           TableRole.VISION: "embed_vision.embedding.weight", TableRole.AUDIO: "embed_audio.embedding.weight"}
+_HOLDS = {TableRole.EMBED_TOKENS: IdKind.EVERY, TableRole.LM_HEAD: IdKind.EVERY, TableRole.PER_LAYER: IdKind.TEXT,
+          TableRole.VISION: IdKind.VISION, TableRole.AUDIO: IdKind.AUDIO}
+# the names transformers 5.24's Gemma3nForConditionalGeneration saves; preferred when a suffix matches twice
+CANONICAL_NAMES = {TableRole.EMBED_TOKENS: "model.language_model.embed_tokens.weight",
+                   TableRole.LM_HEAD: "lm_head.weight",
+                   TableRole.PER_LAYER: "model.language_model.embed_tokens_per_layer.weight",
+                   TableRole.VISION: "model.embed_vision.embedding.weight",
+                   TableRole.AUDIO: "model.embed_audio.embedding.weight"}
+
+
+def table_role(name: str) -> TableRole | None:
+    """The role of a tensor by its name's suffix (`...embed_tokens_per_layer.weight` is not `embed_tokens`)."""
+    for role in (TableRole.PER_LAYER, TableRole.EMBED_TOKENS, TableRole.LM_HEAD, TableRole.VISION, TableRole.AUDIO):
+        if name == role.suffix or name.endswith("." + role.suffix):
+            return role
+    return None
 
 
 @dataclass(frozen=True)
 class VocabTable:
     tensor: TensorInfo
-    holds: str  # EVERY_ID, TEXT_IDS, VISION_IDS or AUDIO_IDS
+    role: TableRole
+
+    @property
+    def holds(self) -> IdKind:
+        return self.role.holds
+
+    @property
+    def rows(self) -> int:
+        return self.tensor.rows
+
+
+@dataclass(frozen=True)
+class IdRanges:
+    """A layout as half-open id ranges and the sizes the config declares."""
+
+    text: tuple[int, int]
+    vision: tuple[int, int]
+    audio: tuple[int, int]
+    appended: tuple[int, int]  # text ids past the multimodal ranges (added tokens)
+    vocab_size: int
+    vocab_size_per_layer_input: int
+    tokenizer_size: int
+
+    def to_dict(self) -> dict:
+        return {"text": list(self.text), "vision": list(self.vision), "audio": list(self.audio),
+                "appended": list(self.appended), "vocab_size": self.vocab_size,
+                "vocab_size_per_layer_input": self.vocab_size_per_layer_input, "tokenizer_size": self.tokenizer_size}
 
 
 @dataclass
 class Layout:
-    """The input's id ranges, and where each id goes in the consistent layout."""
+    """The input's id ranges and tables, and where each id goes in the layout stock transformers accepts."""
 
     vision_offset: int
     vision_size: int
@@ -43,18 +112,56 @@ class Layout:
     vocab_size: int  # text_config.vocab_size as configured
     per_layer_size: int  # text_config.vocab_size_per_layer_input as configured
     tokenizer: TokenizerIds
-    total: int  # ids in use: tokenizer size, or the end of the multimodal ranges if larger
-    id_map: IdMap
+    tied: bool = True  # lm_head shares embed_tokens' weights (tie_word_embeddings)
     tables: list[VocabTable] = field(default_factory=list)
+    malformed: list[TensorInfo] = field(default_factory=list)  # vocabulary tensors that are not 2-D tables
+
+    # --- the input's ranges -------------------------------------------------------------------------------------
 
     @property
-    def first_multimodal_id(self) -> int:
+    def vision_end(self) -> int:
+        return self.vision_offset + self.vision_size
+
+    @property
+    def audio_end(self) -> int:
+        return self.audio_offset + self.audio_size
+
+    @property
+    def text_end(self) -> int:
+        """The first multimodal id: every id below it is text."""
         return min(self.vision_offset, self.audio_offset)
 
     @property
+    def multimodal_end(self) -> int:
+        return max(self.vision_end, self.audio_end)
+
+    @property
+    def total(self) -> int:
+        """Ids in use: the tokenizer's size, or the end of the multimodal ranges if that is larger."""
+        return max(self.tokenizer.size, self.multimodal_end)
+
+    @property
+    def appended_range(self) -> tuple[int, int]:
+        """Text ids past the multimodal ranges: tokens added after the audio (or vision) range."""
+        return self.multimodal_end, self.total
+
+    @property
     def appended(self) -> int:
-        """k: text ids placed past the multimodal ranges (added tokens)."""
-        return self.total - self.vision_size - self.audio_size - self.first_multimodal_id
+        return self.total - self.multimodal_end
+
+    @property
+    def between_range(self) -> tuple[int, int]:
+        """Ids between the two multimodal ranges (empty when they touch): text ids by elimination."""
+        first, second = sorted([(self.vision_offset, self.vision_end), (self.audio_offset, self.audio_end)])
+        return first[1], second[0]
+
+    @property
+    def moved_text_ids(self) -> int:
+        """Text ids at or past the first multimodal id: appended plus between; all move to the text range."""
+        lo, hi = self.between_range
+        return self.appended + hi - lo
+
+    # --- the consistent layout ---------------------------------------------------------------------------------
 
     @property
     def new_text_size(self) -> int:
@@ -68,25 +175,54 @@ class Layout:
     def new_audio_offset(self) -> int:
         return self.new_text_size + self.vision_size
 
-    def before(self) -> dict:
-        """The input's layout as ranges and sizes (text: the ids below the multimodal ranges)."""
-        return {"text": [0, self.first_multimodal_id],
-                "vision": [self.vision_offset, self.vision_offset + self.vision_size],
-                "audio": [self.audio_offset, self.audio_offset + self.audio_size],
-                "vocab_size": self.vocab_size, "vocab_size_per_layer_input": self.per_layer_size,
-                "tokenizer_size": self.tokenizer.size}
+    @property
+    def id_map(self) -> IdMap:
+        return self._id_map
 
-    def after(self) -> dict:
-        """The consistent layout, in the shape of before()."""
-        return {"text": [0, self.new_text_size],
-                "vision": [self.new_vision_offset, self.new_audio_offset],
-                "audio": [self.new_audio_offset, self.total],
-                "vocab_size": self.total, "vocab_size_per_layer_input": self.new_text_size,
-                "tokenizer_size": self.total}
+    def __post_init__(self) -> None:
+        self._id_map = build_id_map(self.total, (self.vision_offset, self.vision_size),
+                                    (self.audio_offset, self.audio_size))
+
+    @property
+    def before(self) -> IdRanges:
+        return IdRanges((0, self.text_end), (self.vision_offset, self.vision_end), (self.audio_offset, self.audio_end),
+                        self.appended_range, self.vocab_size, self.per_layer_size, self.tokenizer.size)
+
+    @property
+    def after(self) -> IdRanges:
+        t = self.new_text_size
+        return IdRanges((0, t), (t, self.new_audio_offset), (self.new_audio_offset, self.total), (t, t),
+                        self.total, t, self.total)
+
+    # --- tables -----------------------------------------------------------------------------------------------
+
+    def config_rows(self, table: VocabTable) -> tuple[int, str]:
+        """The rows the config makes transformers build for this table, and the config key that says so."""
+        return {IdKind.EVERY: (self.vocab_size, "text_config.vocab_size"),
+                IdKind.TEXT: (self.per_layer_size, "text_config.vocab_size_per_layer_input"),
+                IdKind.VISION: (self.vision_size, "vision_config.vocab_size"),
+                IdKind.AUDIO: (self.audio_size, "audio_config.vocab_size")}[table.holds]
 
     def target_rows(self, table: VocabTable) -> int:
-        return {EVERY_ID: self.total, TEXT_IDS: self.new_text_size,
-                VISION_IDS: self.vision_size, AUDIO_IDS: self.audio_size}[table.holds]
+        """The rows the table has in the consistent layout."""
+        return {IdKind.EVERY: self.total, IdKind.TEXT: self.new_text_size,
+                IdKind.VISION: self.vision_size, IdKind.AUDIO: self.audio_size}[table.holds]
+
+    def first_id(self, table: VocabTable) -> int:
+        """The id that row 0 of the table stands for."""
+        return {IdKind.VISION: self.vision_offset, IdKind.AUDIO: self.audio_offset}.get(table.holds, 0)
+
+    def tables_of(self, role: TableRole) -> list[VocabTable]:
+        return [t for t in self.tables if t.role is role]
+
+    def table(self, role: TableRole) -> VocabTable | None:
+        """The table the model loads for `role`: the canonical name if present, else the first match."""
+        found = self.tables_of(role)
+        return next((t for t in found if t.tensor.name == CANONICAL_NAMES[role]), found[0] if found else None)
+
+    def rows(self, role: TableRole) -> int | None:
+        t = self.table(role)
+        return t.rows if t is not None else None
 
     @property
     def is_consistent(self) -> bool:
@@ -96,7 +232,39 @@ class Layout:
                 and self.per_layer_size == self.new_text_size
                 and self.vision_offset == self.new_vision_offset
                 and self.audio_offset == self.new_audio_offset
-                and all(t.tensor.rows == self.target_rows(t) for t in self.tables))
+                and all(t.rows == self.target_rows(t) for t in self.tables))
+
+
+def build_id_map(total: int, vision: tuple[int, int], audio: tuple[int, int]) -> IdMap:
+    """Text ids keep their order and come first, then the vision range, then the audio range.
+
+    `vision` and `audio` are (offset, size); ids in [0, total) that are in neither are text.
+    """
+    text_blocks, cursor = [], 0
+    for start, size in sorted([vision, audio]):
+        text_blocks.append((cursor, start - cursor))
+        cursor = start + size
+    text_blocks.append((cursor, total - cursor))
+    ranges, new = [], 0
+    for start, size in (*text_blocks, vision, audio):
+        ranges.append(IdRange(start, new, size))
+        new += size
+    return IdMap(ranges)
+
+
+def find_vocab_tables(ckpt: Checkpoint) -> tuple[list[VocabTable], list[TensorInfo]]:
+    """The vocabulary tables by name suffix, and the tensors with such a name that are not 2-D with non-empty
+    rows (findings report those; they cannot be re-rowed)."""
+    tables, malformed = [], []
+    for name, tensor in ckpt.weights.tensors.items():
+        role = table_role(name)
+        if role is None:
+            continue
+        if len(tensor.shape) < 2 or tensor.row_bytes == 0:
+            malformed.append(tensor)
+        else:
+            tables.append(VocabTable(tensor, role))
+    return tables, malformed
 
 
 def _int_field(section: dict, key: str, where: str) -> int:
@@ -106,50 +274,36 @@ def _int_field(section: dict, key: str, where: str) -> int:
     return value
 
 
-def build_id_map(total: int, vision: tuple[int, int], audio: tuple[int, int]) -> IdMap:
-    """Text ids keep their order and come first, then the vision range, then the audio range."""
-    multimodal = sorted([vision, audio])
-    text_blocks, cursor = [], 0
-    for start, size in multimodal:
-        text_blocks.append((cursor, start - cursor))
-        cursor = start + size
-    text_blocks.append((cursor, total - cursor))
-    ranges, new = [], 0
-    for start, size in text_blocks:
-        ranges.append(IdRange(start, new, size))
-        new += size
-    for start, size in (vision, audio):
-        ranges.append(IdRange(start, new, size))
-        new += size
-    return IdMap(ranges)
-
-
-def find_vocab_tables(ckpt: Checkpoint) -> list[VocabTable]:
-    tables = []
-    for name, tensor in ckpt.weights.tensors.items():
-        for suffix, holds in VOCAB_TENSOR_SUFFIXES:
-            if (name == suffix or name.endswith("." + suffix)) and not (
-                    suffix == "embed_tokens.weight" and name.endswith("embed_tokens_per_layer.weight")):
-                tables.append(VocabTable(tensor, holds))
-    return tables
+def word_embeddings_tied(config: dict) -> bool:
+    """`tie_word_embeddings` as Gemma3nForConditionalGeneration reads it: the top-level key of config.json, True
+    when absent (transformers 5.24 `Gemma3nConfig.tie_word_embeddings` defaults to True; the released configs do not
+    set it)."""
+    value = config.get("tie_word_embeddings")
+    return value if isinstance(value, bool) else True
 
 
 def analyse(ckpt: Checkpoint) -> Layout:
+    """The layout of a checkpoint already read (no file is opened).
+
+    Raises LayoutError when the config's layout fields are not non-negative integers or when the vision and audio
+    ranges overlap.
+    """
     text, vision, audio = ckpt.text_config, ckpt.config["vision_config"], ckpt.config["audio_config"]
     vision_offset = _int_field(vision, "vocab_offset", "vision_config")
     vision_size = _int_field(vision, "vocab_size", "vision_config")
     audio_offset = _int_field(audio, "vocab_offset", "audio_config")
     audio_size = _int_field(audio, "vocab_size", "audio_config")
-    vocab_size = _int_field(text, "vocab_size", "text_config")
-    per_layer_size = _int_field(text, "vocab_size_per_layer_input", "text_config")
     (lo, lo_size), (hi, _) = sorted([(vision_offset, vision_size), (audio_offset, audio_size)])
     if lo + lo_size > hi:
         raise LayoutError(f"config.json: the vision ids [{vision_offset}, {vision_offset + vision_size}) and audio ids "
                           f"[{audio_offset}, {audio_offset + audio_size}) overlap")
-    tokenizer = read_tokenizer_ids(ckpt.tokenizer_json, ckpt.tokenizer_config, ckpt.added_tokens,
-                                   ckpt.sentencepiece_path)
-    total = max(tokenizer.size, vision_offset + vision_size, audio_offset + audio_size)
-    id_map = build_id_map(total, (vision_offset, vision_size), (audio_offset, audio_size))
-    return Layout(vision_offset=vision_offset, vision_size=vision_size, audio_offset=audio_offset,
-                  audio_size=audio_size, vocab_size=vocab_size, per_layer_size=per_layer_size,
-                  tokenizer=tokenizer, total=total, id_map=id_map, tables=find_vocab_tables(ckpt))
+    tables, malformed = find_vocab_tables(ckpt)
+    return Layout(
+        vision_offset=vision_offset, vision_size=vision_size, audio_offset=audio_offset, audio_size=audio_size,
+        vocab_size=_int_field(text, "vocab_size", "text_config"),
+        per_layer_size=_int_field(text, "vocab_size_per_layer_input", "text_config"),
+        tokenizer=read_tokenizer_ids(ckpt.tokenizer_json, ckpt.tokenizer_config, ckpt.added_tokens, ckpt.sentencepiece),
+        tied=word_embeddings_tied(ckpt.config),
+        tables=tables,
+        malformed=malformed,
+    )

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint, read_bytes
+from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
 from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
-from .errors import CheckpointError, LayoutError
+from .errors import LayoutError
 from .id_map import IdMap
-from .layout import EVERY_ID, Layout, analyse
+from .layout import Layout
 from .rows import TablePlan, plan_table
 from .safetensors_header import DTYPE_SIZES, ShardHeader
 from .tokenizer_files import (
@@ -82,14 +82,19 @@ class Plan:
         """What the rewrite changes: layouts, id map, table rows, config fields (vocabfix.json and --json)."""
         return {
             "appended_tokens": self.layout.appended,
-            "layout_before": self.layout.before(),
-            "layout_after": self.layout.after(),
+            "moved_text_ids": self.layout.moved_text_ids,
+            "layout_before": self.layout.before.to_dict(),
+            "layout_after": self.layout.after.to_dict(),
             "id_map": self.layout.id_map.to_json(),
             "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
                          "rows_copied": t.rows_copied, "rows_initialised_to_mean": t.rows_initialised,
-                         "rows_dropped": t.rows_dropped} for t in self.tables if t.changed],
+                         "rows_dropped": t.rows_dropped} for t in self.changed_tables],
             "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in self.changes],
         }
+
+    @property
+    def changed_tables(self) -> list[TablePlan]:
+        return [t for t in self.tables if t.changed]
 
     @property
     def rewritten_files(self) -> list[str]:
@@ -97,13 +102,13 @@ class Plan:
                 + [s.name for s in self.shards if s.changed])
 
 
-def make_plan(ckpt: Checkpoint) -> Plan:
-    problems = ckpt.weights.problems()
-    if problems:
-        raise CheckpointError(f"{ckpt.root}: the weights index and the shards disagree: {problems[0]}",
-                              hint="run 'vocabfix inspect' for every problem; fix or re-save the checkpoint first")
-    layout = analyse(ckpt)
-    _check_rewritable(ckpt, layout)
+def make_plan(ckpt: Checkpoint, layout: Layout) -> Plan:
+    """What every output file is made of: changed tables as row segments, rewritten small files as bytes, every
+    other file copied. Opens no file: the tokenizer files and the previous record come with `ckpt`.
+
+    Raises LayoutError when new rows cannot be initialised (an integer table, or a table with no text rows) and
+    CheckpointError when a tokenizer file cannot be renumbered.
+    """
     if layout.is_consistent:
         return Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards],
                     [FileOutput(name) for name in ckpt.files if not _is_shard(ckpt, name)])
@@ -129,28 +134,6 @@ def _rel(ckpt: Checkpoint, path: Path) -> str:
 
 def _is_shard(ckpt: Checkpoint, name: str) -> bool:
     return any(name == _rel(ckpt, s.path) for s in ckpt.weights.shards)
-
-
-def _check_rewritable(ckpt: Checkpoint, layout: Layout) -> None:
-    if layout.tokenizer.conflicts:
-        raise LayoutError(f"{ckpt.root}: tokenizer files disagree: {layout.tokenizer.conflicts[0]}",
-                          hint="re-save the tokenizer with tokenizer.save_pretrained(folder)")
-    unnamed = layout.tokenizer.first_unnamed_id()
-    if unnamed is not None:
-        raise LayoutError(f"{ckpt.root}: the tokenizer files name no token for id {unnamed:,}, below their largest "
-                          f"id {layout.tokenizer.size - 1:,}: the ids cannot be renumbered",
-                          hint="re-save the tokenizer with tokenizer.save_pretrained(folder)")
-    if not any(t.holds == EVERY_ID for t in layout.tables):
-        raise LayoutError(f"{ckpt.root}: no embed_tokens tensor in the weights")
-    for table in layout.tables:
-        if len(table.tensor.shape) < 2 or table.tensor.row_bytes == 0:
-            raise LayoutError(f"{table.tensor.name}: expected a 2-D table with non-empty rows, found shape "
-                              f"{list(table.tensor.shape)}")
-    rows = max(t.tensor.rows for t in layout.tables if t.holds == EVERY_ID)
-    mm_end = max(layout.vision_offset + layout.vision_size, layout.audio_offset + layout.audio_size)
-    if mm_end > max(layout.tokenizer.size, rows):
-        raise LayoutError(f"config.json: the vision and audio ids end at {mm_end:,}, past both the tokenizer's "
-                          f"{layout.tokenizer.size:,} ids and embed_tokens' {rows:,} rows")
 
 
 def _check_initialisable(tables: list[TablePlan]) -> None:
@@ -180,10 +163,9 @@ def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, by
             ckpt.tokenizer_config, renumber_tokenizer_config(ckpt.tokenizer_config, new_id))
     if ckpt.added_tokens is not None:
         out["added_tokens.json"] = _json_if_changed(ckpt.added_tokens, renumber_added_tokens(ckpt.added_tokens, new_id))
-    if ckpt.sentencepiece_path is not None:
-        before = read_bytes(ckpt.sentencepiece_path)
-        after = renumber_sentencepiece(before, new_id, added_by_new_id)
-        out[SENTENCEPIECE_FILE] = after if after != before else None
+    if ckpt.sentencepiece is not None:
+        after = renumber_sentencepiece(ckpt.sentencepiece, new_id, added_by_new_id)
+        out[SENTENCEPIECE_FILE] = after if after != ckpt.sentencepiece else None
     return out, changes
 
 
@@ -223,10 +205,8 @@ def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:
 def _record(plan: Plan) -> dict:
     record = {"vocabfix_version": __version__, **plan.summary(),
               "id_map_note": "old ids in [old_start, old_stop) became new_start + (id - old_start)"}
-    previous = plan.checkpoint.root / RECORD_NAME
-    if previous.is_file():
-        try:
-            record["previous"] = json.loads(previous.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
+    if plan.checkpoint.previous_record is not None:
+        record["previous"] = plan.checkpoint.previous_record
+    elif plan.checkpoint.previous_record_problem is not None:
+        record["previous_unreadable"] = plan.checkpoint.previous_record_problem
     return record

@@ -1,15 +1,29 @@
-"""Render core results for people (rich) — the core never prints."""
+"""Every rendering of a core result, for both commands: rich text for people, one JSON writer, GitHub Actions
+annotations, and the Hub commit message of a rewrite. The core never prints.
+
+Every string that came from a file (token strings, tensor and file names) goes through `safe()` before rich sees it,
+and through `_gh_data()` / `_gh_property()` before it becomes part of a workflow command.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-if TYPE_CHECKING:  # only for annotations: inspect's rendering uses safe() without importing the writer (numpy)
+from .findings import Severity, show
+from .layout import IdKind
+
+if TYPE_CHECKING:  # annotations only: rendering inspect must not import the writer (numpy)
+    from .inspect import InspectReport
     from .rewrite import RewriteReport
+    from .routing import Route
+
+STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+GITHUB_COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
 def safe(text: object) -> str:
@@ -19,57 +33,261 @@ def safe(text: object) -> str:
     return escape(s)
 
 
-def _range(r: list[int]) -> str:
+def write_json(data: dict, out: TextIO) -> None:
+    """The one JSON writer: a document on `out`, indented, UTF-8 as is, newline-terminated."""
+    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _range(r) -> str:
     return f"[{r[0]:,}, {r[1]:,})"
 
 
-def render_rewrite(report: RewriteReport, console: Console) -> None:
-    data = report.to_dict()
+def rewrite_headline(report: RewriteReport) -> str:
+    """One sentence of what the rewrite changes, built from the plan (used by the text view, GitHub and the Hub
+    commit title)."""
+    plan, lay = report.plan, report.layout
+    if not report.changed:
+        return "nothing to change: already in the layout stock transformers accepts"
+    parts = []
+    if lay.appended:
+        parts.append(f"move {lay.appended} appended token{'s' if lay.appended != 1 else ''} into the text range")
+    between = lay.moved_text_ids - lay.appended
+    if between:
+        parts.append(f"move {between} id{'s' if between != 1 else ''} between the vision and audio ranges into the "
+                     "text range")
+    if lay.vision_offset > lay.audio_offset:
+        parts.append("put the vision range before the audio range")
+    padding = sum(t.rows_dropped for t in plan.changed_tables if t.holds is IdKind.EVERY)
+    if padding:
+        parts.append(f"drop {padding} padding row{'s' if padding != 1 else ''}")
+    if any(t.rows_dropped for t in plan.changed_tables if t.holds is IdKind.TEXT):
+        parts.append("image and audio ids read per-layer row 0 again")
+    new_rows = sum(t.rows_initialised for t in plan.changed_tables)
+    if new_rows:
+        parts.append(f"initialise {new_rows} missing row{'s' if new_rows != 1 else ''}")
+    if lay.vocab_size != lay.total:
+        parts.append(f"vocab_size {lay.vocab_size} -> {lay.total}")
+    return "; ".join(parts) or "correct the layout fields of config.json"
+
+
+def _layout_table(report: RewriteReport) -> Table:
+    before, after = report.layout.before, report.layout.after
+    table = Table(title="Id layout", title_justify="left")
+    for col in ("", "before", "after"):
+        table.add_column(col)
+    for key in ("text", "vision", "audio"):
+        table.add_row(key, _range(getattr(before, key)), _range(getattr(after, key)))
+    if report.layout.appended:
+        table.add_row("appended", _range(before.appended), _range(after.appended))
+    for key in ("vocab_size", "vocab_size_per_layer_input", "tokenizer_size"):
+        table.add_row(key.replace("_", " ") if key == "tokenizer_size" else key, f"{getattr(before, key):,}",
+                      f"{getattr(after, key):,}")
+    return table
+
+
+def render_rewrite_text(report: RewriteReport, console: Console) -> None:
+    plan = report.plan
     if not report.changed:
         verb = "would copy" if report.dry_run else "copied"
         console.print(f"[green]Nothing to change:[/] {safe(report.source)} already has the layout stock "
                       f"transformers accepts; {verb} it unchanged to {safe(report.destination)}.")
         return
-    before, after = data["layout_before"], data["layout_after"]
-    table = Table(title="Id layout", title_justify="left")
-    for col in ("", "before", "after"):
-        table.add_column(col)
-    for key in ("text", "vision", "audio"):
-        table.add_row(key, _range(before[key]), _range(after[key]))
-    table.add_row("vocab_size", f"{before['vocab_size']:,}", f"{after['vocab_size']:,}")
-    table.add_row("vocab_size_per_layer_input", f"{before['vocab_size_per_layer_input']:,}",
-                  f"{after['vocab_size_per_layer_input']:,}")
-    table.add_row("tokenizer size", f"{before['tokenizer_size']:,}", f"{after['vocab_size']:,}")
-    console.print(table)
-    console.print(f"{data['appended_tokens']} token(s) appended after the audio range move to the end of "
-                  "the text range.")
-
+    console.print(_layout_table(report))
+    console.print(escape(rewrite_headline(report)[0].upper() + rewrite_headline(report)[1:]) + ".")
     moves = Table(title="Id map (old -> new)", title_justify="left")
     for col in ("old ids", "new ids"):
         moves.add_column(col)
-    for r in data["id_map"]:
-        length = r["old_stop"] - r["old_start"]
-        moves.add_row(_range([r["old_start"], r["old_stop"]]), _range([r["new_start"], r["new_start"] + length]))
+    for r in report.id_map.ranges:
+        moves.add_row(_range((r.old_start, r.old_stop)), _range((r.new_start, r.new_stop)))
     console.print(moves)
-
     tensors = Table(title="Vocabulary tensors", title_justify="left")
     for col in ("tensor", "rows before", "rows after", "copied", "new (mean)", "dropped"):
         tensors.add_column(col, justify="left" if col == "tensor" else "right", overflow="fold")
-    for t in data["tensors"]:
-        tensors.add_row(safe(t["name"]), f"{t['rows_before']:,}", f"{t['rows_after']:,}", f"{t['rows_copied']:,}",
-                        f"{t['rows_initialised_to_mean']:,}", f"{t['rows_dropped']:,}")
+    for t in plan.changed_tables:
+        tensors.add_row(safe(t.name), f"{t.source.rows:,}", f"{t.rows_out:,}", f"{t.rows_copied:,}",
+                        f"{t.rows_initialised:,}", f"{t.rows_dropped:,}")
     console.print(tensors)
-
     changes = Table(title="Config fields", title_justify="left")
     for col in ("file", "key", "old", "new"):
         changes.add_column(col)
-    for c in data["config_changes"]:
-        changes.add_row(safe(c["file"]), safe(c["key"]), safe(c["old"]), safe(c["new"]))
+    for c in plan.changes:
+        changes.add_row(safe(c.file), safe(c.key), safe(c.old), safe(c.new))
     console.print(changes)
-    files = ", ".join(safe(f) for f in data["files_rewritten"])
+    files = ", ".join(safe(f) for f in plan.rewritten_files)
     if report.dry_run:
         console.print(f"[yellow]Dry run:[/] would write {safe(report.destination)} (rewriting {files}); "
                       "nothing written.")
     else:
         console.print(f"[green]Wrote[/] {safe(report.destination)} (rewrote {files}; every other file copied). "
                       "The id map is in vocabfix.json.")
+
+
+def render_rewrite_github(report: RewriteReport, out: TextIO) -> None:
+    """One ::notice workflow command saying what the rewrite did."""
+    verb = "would write" if report.dry_run else "wrote"
+    out.write(f"::notice title=vocabfix rewrite::{_gh_data(f'{report.source}: {rewrite_headline(report)}; {verb} ')}"
+              f"{_gh_data(str(report.destination))}\n")
+
+
+def commit_message(report: RewriteReport, source: str) -> tuple[str, str]:
+    """A Hub commit title and description that say what the rewrite changed, from the plan."""
+    from . import __version__
+    plan, lay = report.plan, report.layout
+    if not report.changed:
+        return (f"vocabfix: copy of {source} (vocabulary layout already consistent)",
+                f"vocabfix {__version__} found {source} already in the layout stock transformers accepts "
+                "([text | vision | audio], audio ending at vocab_size) and copied it unchanged.")
+    before, after = lay.before, lay.after
+    lines = [f"Rewritten by vocabfix {__version__} from {source} so that stock transformers loads and runs it: "
+             "[text | vision | audio], audio ending at vocab_size.", "", "Id ranges:"]
+    for key in ("text", "vision", "audio"):
+        old, new = getattr(before, key), getattr(after, key)
+        lines.append(f"- {key}: [{old[0]}, {old[1]}) -> [{new[0]}, {new[1]})")
+    if lay.appended:
+        lo, hi = before.appended
+        lines.append(f"- appended: [{lo}, {hi}) -> [{lay.id_map(lo)}, {lay.id_map(lo) + hi - lo})")
+    if plan.changes:
+        lines += ["", "Config fields:"] + [f"- {c.file} {c.key}: {c.old} -> {c.new}" for c in plan.changes]
+    if plan.changed_tables:
+        lines += ["", "Vocabulary tensors (rows):"]
+        lines += [f"- {t.name}: {t.source.rows} -> {t.rows_out} ({t.rows_copied} copied, {t.rows_initialised} new "
+                  f"(mean), {t.rows_dropped} dropped)" for t in plan.changed_tables]
+    lines += ["", "Files rewritten: " + ", ".join(plan.rewritten_files) + "; every other file is unchanged.",
+              "The old -> new id map is in vocabfix.json."]
+    return f"vocabfix: {rewrite_headline(report)}", "\n".join(lines)
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _ids(start: int, stop: int) -> str:
+    return f"{start:,}" if stop - start == 1 else f"{start:,}..{stop - 1:,}"
+
+
+def render_inspect_text(report: InspectReport, console: Console, strict: bool = False) -> None:
+    lay = report.layout
+    rev = f" @ {safe(report.revision)}" if report.revision else ""
+    console.print(f"[bold]{safe(report.source)}[/]{rev}")
+
+    files = Table(title="Files", title_justify="left")
+    for col, justify in (("file", "left"), ("role", "left"), ("bytes", "right"), ("tensors", "right"),
+                         ("dtypes", "left")):
+        files.add_column(col, justify=justify, overflow="fold")
+    for f in report.files:
+        dtypes = ", ".join(f"{d} x{n}" for d, n in f.dtypes.items()) if f.dtypes else ""
+        where = " (header read remotely)" if f.remote and f.role == "weights" else (" (remote)" if f.remote else "")
+        files.add_row(safe(f.name), safe(f.role) + where, _bytes(f.bytes),
+                      f"{f.tensors:,}" if f.tensors is not None else "", safe(dtypes))
+    console.print(files)
+
+    tables = Table(title="Tensors with a vocabulary dimension", title_justify="left")
+    for col, justify in (("tensor", "left"), ("shard", "left"), ("shape", "left"), ("dtype", "left"),
+                         ("rows", "right"), ("ids of its rows", "left"), ("rows the config builds", "left")):
+        tables.add_column(col, justify=justify, overflow="fold")
+    for t in report.tables:
+        config = ("[green]same[/]" if t.rows == t.config_rows else
+                  f"[red]{t.config_rows:,} ({t.config_key})[/]")
+        tables.add_row(safe(t.name), safe(t.shard), escape("[" + ", ".join(f"{d:,}" for d in t.shape) + "]"),
+                       safe(t.dtype), f"{t.rows:,}", _ids(t.first_id, t.first_id + t.rows) if t.rows else "none",
+                       config)
+    console.print(tables)
+
+    ranges = Table(title="Id ranges and how stock transformers routes them", title_justify="left")
+    for col, justify in (("range", "left"), ("ids", "left"), ("count", "right"), ("embedding read from", "left"),
+                         ("per-layer input", "left"), ("", "left")):
+        ranges.add_column(col, justify=justify)
+    for r in report.ranges:
+        for i, s in enumerate(r.segments):
+            rows = "?" if s.table_rows is None else f"{s.table_rows:,}"
+            last = s.first_row + (s.stop - s.start) - 1
+            read = f"{s.table.value} rows {_ids(s.first_row, last + 1)} (of {rows})"
+            status = f"[red]{escape(s.error)}[/]" if s.error else "[green]ok[/]"
+            ranges.add_row(r.name if i == 0 else "", _ids(s.start, s.stop), f"{s.stop - s.start:,}", read,
+                           s.per_layer, status)
+    console.print(ranges)
+    sizes = ", ".join(f"{safe(k)} {v:,}" for k, v in lay.tokenizer.file_sizes.items())
+    console.print(f"text_config.vocab_size {lay.vocab_size:,} · vocab_size_per_layer_input {lay.per_layer_size:,} · "
+                  f"tokenizer {lay.tokenizer.size:,} ids ({sizes or 'no ids found'})")
+
+    if report.special:
+        special = Table(title="Special ids: config, generation config and tokenizer", title_justify="left")
+        for col in ("key", "config.json", "generation_config.json", "the tokenizer names it", ""):
+            special.add_column(col, overflow="fold")
+        for s in report.special:
+            if s.agrees:
+                status = "[green]agree[/]"
+            else:
+                where = f"id {s.expected_id}" if s.expected_id is not None else "not in the tokenizer"
+                status = f"[red]disagree:[/] its {safe(s.tokenizer_key)} {safe(show(s.expected))} is {where}"
+            special.add_row(s.key, _value(s.config), _value(s.generation), safe(", ".join(show(t) for t in s.tokens)),
+                            status)
+        console.print(special)
+
+    if report.tokens:
+        tokens = Table(title="Tokens", title_justify="left")
+        for col in ("query", "id", "token", "range", "stock transformers reads", "per-layer row", ""):
+            tokens.add_column(col)
+        for t in report.tokens:
+            r: Route | None = t.route
+            note = f" [dim]({safe(t.note)})[/]" if t.note else ""
+            if r is None:
+                tokens.add_row(safe(show(t.query)), "" if t.id is None else f"{t.id:,}", "", "", "", "", note)
+                continue
+            of = "?" if r.table_rows is None else f"{r.table_rows:,}"
+            status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
+            tokens.add_row(safe(show(t.query)), f"{t.id:,}", safe(show(t.token)), t.range or "",
+                           f"{r.table.value} row {r.row:,} (of {of})", f"{r.per_layer_row:,}", status + note)
+        console.print(tokens)
+
+    if report.findings:
+        findings = Table(title="Findings", title_justify="left", show_lines=True)
+        for col in ("code", "severity", "what goes wrong", "fix"):
+            findings.add_column(col)
+        for f in report.findings:
+            findings.add_row(f.code, f"[{STYLE[f.severity]}]{f.severity.value}[/]",
+                             f"[bold]{safe(f.title)}[/]: {safe(f.message)}", safe(f.fix))
+        console.print(findings)
+    counts = ", ".join(f"{report.count(s)} {s.value}{'s' if report.count(s) != 1 and s is not Severity.INFO else ''}"
+                       for s in Severity)
+    code = report.exit_code(strict)
+    if code == 0 and not report.findings:
+        console.print("[green]OK:[/] " + escape("the layout stock transformers accepts ([text | vision | audio], "
+                                               "audio ending at vocab_size, tables matching config and tokenizer)."))
+    elif code == 0:
+        console.print(f"[green]OK[/] ({counts}); nothing at the {'warning' if strict else 'error'} level.")
+    else:
+        gated = [f for f in report.findings if f.severity.rank >= (Severity.WARNING.rank if strict else
+                                                                    Severity.ERROR.rank)]
+        if any(f.fix == report.fix_command for f in gated):
+            console.print(f"[red]Problems:[/] {counts}. The rewrite fixes the layout findings:")
+            console.print(f"  [bold]{safe(report.fix_command)}[/]", soft_wrap=True)
+        else:
+            console.print(f"[red]Problems:[/] {counts}. See the fix column above.")
+
+
+def _value(value: object) -> str:
+    return "" if value is None else safe(json.dumps(value))
+
+
+def _gh_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(text: str) -> str:
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def render_inspect_github(report: InspectReport, out: TextIO, strict: bool = False) -> None:
+    """One workflow command per finding (::error / ::warning / ::notice), then a plain summary line."""
+    for f in report.findings:
+        title = _gh_property(f"{f.code} {f.title}")
+        out.write(f"::{GITHUB_COMMAND[f.severity]} title={title}::{_gh_data(f'{f.message}. Fix: {f.fix}')}\n")
+    counts = ", ".join(f"{report.count(s)} {s.value}" for s in Severity)
+    out.write(_gh_data(f"vocabfix inspect {report.source}: {counts}; exit code {report.exit_code(strict)}") + "\n")

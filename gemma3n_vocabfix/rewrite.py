@@ -1,18 +1,23 @@
-"""`rewrite_checkpoint`: read, analyse, plan and write, with the output-path rules."""
+"""`rewrite_checkpoint`: check the output path, read, analyse, refuse what the rewrite cannot fix, plan, write."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import read_checkpoint
-from .errors import OutputError
+from .checkpoint import Checkpoint, read_checkpoint
+from .errors import OutputError, RewriteRefused
+from .findings import BLOCKS_REWRITE, Finding, find_problems
+from .id_map import IdMap
+from .layout import Layout, analyse
 from .plan import Plan, make_plan
 from .writer import ProgressFn, write_plan
 
 
 @dataclass
 class RewriteReport:
+    """What a rewrite did (or, with `dry_run`, would do): the plan it executed and where."""
+
     source: Path
     destination: Path
     plan: Plan
@@ -23,11 +28,11 @@ class RewriteReport:
         return self.plan.changed
 
     @property
-    def layout(self):
+    def layout(self) -> Layout:
         return self.plan.layout
 
     @property
-    def id_map(self):
+    def id_map(self) -> IdMap:
         return self.plan.layout.id_map
 
     def to_dict(self) -> dict:
@@ -35,29 +40,49 @@ class RewriteReport:
                 "changed": self.changed, **self.plan.summary(), "files_rewritten": self.plan.rewritten_files}
 
 
-def check_output_path(src: Path, dst: Path, force: bool) -> None:
-    src_r, dst_r = src.resolve(), dst.resolve()
-    if dst_r == src_r:
-        raise OutputError(f"{dst}: the output must differ from the input", hint="name a new folder for OUT")
-    if src_r in dst_r.parents:
-        raise OutputError(f"{dst}: the output cannot be inside the input folder", hint="name a folder outside IN")
-    if dst_r in src_r.parents:
-        raise OutputError(f"{dst}: the output cannot contain the input folder", hint="name a folder outside IN")
+def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> None:
+    """Refuse an OUT that exists (unless `force`), is not a folder, or is, holds or sits inside the input folder.
+
+    `src` is None for a Hub repo, checked before anything is downloaded. Raises OutputError.
+    """
+    if src is not None:
+        src_r, dst_r = src.resolve(), dst.resolve()
+        if dst_r == src_r:
+            raise OutputError(f"{dst}: the output must differ from the input", hint="name a new folder for OUT")
+        if src_r in dst_r.parents:
+            raise OutputError(f"{dst}: the output cannot be inside the input folder", hint="name a folder outside IN")
+        if dst_r in src_r.parents:
+            raise OutputError(f"{dst}: the output cannot contain the input folder", hint="name a folder outside IN")
     if dst.exists() and not force:
         raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
     if dst.exists() and not dst.is_dir():
         raise OutputError(f"{dst} exists and is not a folder")
 
 
+def refuse_blocking(ckpt: Checkpoint, findings: list[Finding]) -> None:
+    """Raise RewriteRefused for the first finding the rewrite cannot fix, worded as `vocabfix inspect` words it."""
+    for f in findings:
+        if f.code in BLOCKS_REWRITE:
+            raise RewriteRefused(f.code, f"{ckpt.label}: {f.code} {f.title}: {f.message}",
+                                 hint=f"{f.fix}; 'vocabfix inspect' lists every problem")
+
+
 def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = False, force: bool = False,
                        progress: ProgressFn | None = None) -> RewriteReport:
-    """Write a copy of the checkpoint at `src` to `dst` in the layout stock transformers accepts.
+    """Write a copy of the checkpoint folder `src` to `dst` in the layout stock transformers accepts.
 
-    The input is never modified. With `dry_run` nothing is written and the report carries the plan.
+    The input is never modified; `dst` appears only once complete (staged beside it, then renamed). With `dry_run`
+    nothing is written and the report carries the plan. `progress` is called with the number of bytes written.
+
+    Raises OutputError (bad or existing `dst`, write failure), CheckpointError / NotGemma3nError (unreadable
+    input), LayoutError (unusable layout fields) and RewriteRefused (a problem listed in findings.BLOCKS_REWRITE).
     """
     src, dst = Path(src), Path(dst)
-    plan = make_plan(read_checkpoint(src, merges=False))
-    check_output_path(src, dst, force)
+    check_output_path(dst, force=force, src=src)
+    ckpt = read_checkpoint(src, merges=False)
+    layout = analyse(ckpt)
+    refuse_blocking(ckpt, find_problems(ckpt, layout))
+    plan = make_plan(ckpt, layout)
     if not dry_run:
         write_plan(plan, dst, force=force, progress=progress)
     return RewriteReport(src, dst, plan, dry_run)

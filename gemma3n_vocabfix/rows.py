@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layout import EVERY_ID, TEXT_IDS, Layout, VocabTable
+from .layout import IdKind, Layout, VocabTable
 from .safetensors_header import TensorInfo
 
 
@@ -30,7 +30,7 @@ Segment = CopyRows | MeanRows
 
 @dataclass
 class TablePlan:
-    source: TensorInfo
+    table: VocabTable
     rows_out: int
     segments: list[Segment]
     mean_of_rows: int  # the input text rows averaged for MeanRows (0 when none are needed)
@@ -38,6 +38,10 @@ class TablePlan:
     @property
     def name(self) -> str:
         return self.source.name
+
+    @property
+    def holds(self) -> IdKind:
+        return self.table.holds
 
     @property
     def shape_out(self) -> tuple[int, ...]:
@@ -63,6 +67,10 @@ class TablePlan:
     def changed(self) -> bool:
         return self.segments != [CopyRows(0, self.source.rows)]
 
+    @property
+    def source(self) -> TensorInfo:
+        return self.table.tensor
+
 
 def _append(segments: list[Segment], seg: Segment) -> None:
     last = segments[-1] if segments else None
@@ -75,10 +83,11 @@ def _append(segments: list[Segment], seg: Segment) -> None:
 
 
 def plan_table(table: VocabTable, layout: Layout) -> TablePlan:
+    """The output table: row r is input row `layout.id_map.inverse(r)`, or the mean row where the input lacks it."""
     rows_in = table.tensor.rows
     rows_out = layout.target_rows(table)
-    if table.holds not in (EVERY_ID, TEXT_IDS):  # vision / audio tables are indexed from their own offset
-        return TablePlan(table.tensor, rows_in, [CopyRows(0, rows_in)], 0)
+    if table.holds not in (IdKind.EVERY, IdKind.TEXT):  # vision / audio tables are indexed from their own offset
+        return TablePlan(table, rows_in, [CopyRows(0, rows_in)], 0)
     segments: list[Segment] = []
     for r in layout.id_map.in_new_order():
         if r.new_start >= rows_out:
@@ -89,5 +98,5 @@ def plan_table(table: VocabTable, layout: Layout) -> TablePlan:
         if r.length - have:
             _append(segments, MeanRows(r.length - have))
     needs_mean = any(isinstance(s, MeanRows) for s in segments)
-    return TablePlan(table.tensor, rows_out, segments,
-                     min(layout.first_multimodal_id, rows_in) if needs_mean else 0)
+    return TablePlan(table, rows_out, segments,
+                     min(layout.text_end, rows_in) if needs_mean else 0)

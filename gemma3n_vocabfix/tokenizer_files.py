@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import sentencepiece_model
-from .checkpoint import read_bytes
 from .errors import CheckpointError
 from .id_map import IdMap
 
@@ -120,7 +118,11 @@ def _added_tokens_decoder(tokenizer_config: dict):
 
 
 def read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | None,
-                       added_tokens: dict | None, sentencepiece_path: Path | None) -> TokenizerIds:
+                       added_tokens: dict | None, sentencepiece: bytes | None) -> TokenizerIds:
+    """The ids each tokenizer file defines, merged; a token named differently by two files is a conflict.
+
+    Raises CheckpointError for a malformed entry (an id that is not a non-negative integer, a token not a string).
+    """
     ids = TokenizerIds(size=0, added={})
 
     def add(source: str, token_id: int, content: str) -> None:
@@ -141,8 +143,8 @@ def read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | Non
     if added_tokens is not None:
         for content, token_id in added_tokens.items():
             add("added_tokens.json", _token_id(token_id, "added_tokens.json", f"token {content!r}"), content)
-    if sentencepiece_path is not None:
-        ids.file_sizes["tokenizer.model"] = sentencepiece_model.count_pieces(read_bytes(sentencepiece_path))
+    if sentencepiece is not None:
+        ids.file_sizes["tokenizer.model"] = sentencepiece_model.count_pieces(sentencepiece)
     ids.size = max(ids.file_sizes.values(), default=0)
     return ids
 

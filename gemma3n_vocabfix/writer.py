@@ -26,6 +26,11 @@ ProgressFn = Callable[[int], None]
 
 
 def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None) -> None:
+    """Write `plan` to `dst`: every file into a hidden stage folder beside it, then one rename.
+
+    On any failure or interrupt the stage is removed and an existing `dst` (with `force`) is left as it was.
+    Raises OutputError for I/O errors (disk full, unwritable parent), naming the file.
+    """
     progress = progress or (lambda n: None)
     stage = _make_stage(dst)
     try:
@@ -49,7 +54,8 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
         shutil.rmtree(stage, ignore_errors=True)
         where = f" ({e.filename})" if e.filename else ""
-        raise OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written",
+        kept = "; the existing OUT was left as it was" if dst.exists() else ""
+        raise OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written{kept}",
                           hint="free space or fix the cause and run again") from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -81,15 +87,23 @@ def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:
 
 
 def _move_into_place(stage: Path, dst: Path, force: bool) -> None:
+    """Rename the finished stage to OUT. With --force an old OUT is moved aside first and deleted only once the new
+    one is in place; if that rename fails, the old OUT is put back before the error propagates."""
     if not dst.exists():
         os.rename(stage, dst)
         return
     if not force:
         raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".vocabfix-old", dir=dst.parent))
-    os.rename(dst, old / "replaced")
-    os.rename(stage, dst)
-    shutil.rmtree(old, ignore_errors=True)
+    aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".vocabfix-old", dir=dst.parent))
+    old = aside / "replaced"
+    os.rename(dst, old)
+    try:
+        os.rename(stage, dst)
+    except BaseException:
+        os.rename(old, dst)
+        os.rmdir(aside)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _write_shard(shard: ShardPlan, target: Path, progress: ProgressFn) -> None:

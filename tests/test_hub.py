@@ -21,12 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from synthetic import build
+from fixtures.synthetic import build
 from typer.testing import CliRunner
 
 from gemma3n_vocabfix import cli, rewrite_checkpoint
 from gemma3n_vocabfix.errors import VocabfixError
-from gemma3n_vocabfix.hub import commit_message, is_repo_id, plan_push, resolve_source
+from gemma3n_vocabfix.hub import is_repo_id, plan_push, resolve_source
+from gemma3n_vocabfix.render import commit_message
 
 ROOT = Path(__file__).resolve().parents[1]
 T, V, A = 40, 4, 4
@@ -375,8 +376,8 @@ def test_rewrite_from_the_hub_and_push_to_the_hub(hub: FakeHub, tmp_path: Path) 
     assert "Pushed" in proc.stdout and "me/ext-fixed" in proc.stdout
     assert hub.created[-1]["visibility"] == "private" and hub.repos["me/ext-fixed"]["private"]
     commit = hub.commits[-1]
-    assert commit["summary"] == f"vocabfix: move {len(NEW)} appended tokens into the text range " \
-                                f"(vocab_size {T + V + A + len(NEW)} -> {T + V + A + len(NEW)})"
+    assert commit["summary"].startswith(f"vocabfix: move {len(NEW)} appended tokens into the text range")
+    assert "vocab_size" not in commit["summary"]  # unchanged: the resize already counted the new tokens
     assert f"from org/ext@{COMMIT[:12]}" in commit["description"]
     assert f"- vision: [{T}, {T + V}) -> [{T + len(NEW)}, {T + len(NEW) + V})" in commit["description"]
     pushed = hub.repos["me/ext-fixed"]["files"]
@@ -432,3 +433,21 @@ def test_unreachable_hub_exits_2(tmp_path: Path) -> None:
                           text=True, env=env, cwd=ROOT, timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "cannot be reached" in lines[0], proc.stderr
+
+
+def test_commit_message_appended_range_when_audio_precedes_vision(tmp_path: Path) -> None:
+    """Audio [T, T+A), vision [T+A, T+A+V), appended [T+V+A, T+V+A+3) -> [T, T+3)."""
+    src = build(tmp_path / "swapped", text=T, vision=V, audio=A, new_tokens=NEW)
+    config = json.loads((src / "config.json").read_text())
+    config["audio_config"]["vocab_offset"], config["vision_config"]["vocab_offset"] = T, T + A
+    (src / "config.json").write_text(json.dumps(config))
+    _, description = commit_message(rewrite_checkpoint(src, tmp_path / "out", dry_run=True), "org/swapped")
+    assert f"- appended: [{T + V + A}, {T + V + A + 3}) -> [{T}, {T + 3})" in description, description
+
+
+def test_commit_title_of_a_padding_only_fix(tmp_path: Path) -> None:
+    """No token appended, embed_tokens padded to 64 rows with vocab_size left at T+V+A: only padding goes."""
+    src = build(tmp_path / "padded", text=T, vision=V, audio=A, embed_rows=64, vocab_size=T + V + A)
+    title, description = commit_message(rewrite_checkpoint(src, tmp_path / "out", dry_run=True), "org/padded")
+    assert title == f"vocabfix: drop {64 - (T + V + A)} padding rows", title
+    assert "appended" not in description

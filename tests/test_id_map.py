@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gemma3n_vocabfix.id_map import IdMap, IdRange
-from gemma3n_vocabfix.layout import EVERY_ID, TEXT_IDS, build_id_map
+from gemma3n_vocabfix.layout import TableRole, build_id_map
 from gemma3n_vocabfix.rows import CopyRows, MeanRows
 
 sizes = st.integers(min_value=0, max_value=40)
@@ -51,21 +51,21 @@ class _Tensor:
 
 
 @given(text=st.integers(1, 30), v=sizes, a=sizes, k=sizes, rows_delta=st.integers(-20, 20),
-       holds=st.sampled_from([EVERY_ID, TEXT_IDS]))
-def test_table_plan_reads_the_row_of_each_old_id(text, v, a, k, rows_delta, holds) -> None:
+       role=st.sampled_from([TableRole.EMBED_TOKENS, TableRole.PER_LAYER]))
+def test_table_plan_reads_the_row_of_each_old_id(text, v, a, k, rows_delta, role) -> None:
     from gemma3n_vocabfix.layout import Layout, VocabTable
     from gemma3n_vocabfix.rows import plan_table
     from gemma3n_vocabfix.tokenizer_files import TokenizerIds
 
     total = text + v + a + k
     id_map = build_id_map(total, (text, v), (text + v, a))
-    rows_in = max(0, (total if holds == EVERY_ID else text) + rows_delta)
-    layout = Layout(text, v, text + v, a, total, text, TokenizerIds(total, {}), total, id_map)
-    plan = plan_table(VocabTable(_Tensor(rows_in), holds), layout)
+    rows_in = max(0, (total if role is TableRole.EMBED_TOKENS else text) + rows_delta)
+    layout = Layout(text, v, text + v, a, total, text, TokenizerIds(total, {}))
+    plan = plan_table(VocabTable(_Tensor(rows_in), role), layout)
     produced = []
     for seg in plan.segments:
         produced += (list(range(seg.first_row, seg.first_row + seg.count)) if isinstance(seg, CopyRows)
                      else ["mean"] * seg.count if isinstance(seg, MeanRows) else [])
-    rows_out = total if holds == EVERY_ID else text + k
+    rows_out = total if role is TableRole.EMBED_TOKENS else text + k
     want = [id_map.inverse(r) for r in range(rows_out)]
     assert produced == [old if old < rows_in else "mean" for old in want]

@@ -1,4 +1,5 @@
-"""`vocabfix inspect` on synthetic checkpoints (tests/synthetic.py) and on an E4B-shaped one (bench/e4b_shaped.py).
+"""`vocabfix inspect` on synthetic checkpoints (tests/fixtures/synthetic.py) and on an E4B-shaped one
+(tests/fixtures/e4b_shaped.py).
 
 Expected ids and rows come from docs/gemma3n-vocab-layout.md (stock transformers sends every id >= audio_offset to
 embed_audio), not from the code under test.
@@ -6,7 +7,6 @@ embed_audio), not from the code under test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,28 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.e4b_shaped import build_e4b_shaped
+from fixtures.synthetic import build
 from safetensors.numpy import load_file, save_file
-from synthetic import build
 from typer.testing import CliRunner
 
 from gemma3n_vocabfix import cli, rewrite_checkpoint
 from gemma3n_vocabfix.checkpoint import read_checkpoint, read_tokenizer_json_without_merges
 from gemma3n_vocabfix.inspect import inspect_checkpoint
-from gemma3n_vocabfix.render_inspect import _gh_data, _gh_property
+from gemma3n_vocabfix.render import _gh_data, _gh_property
 from gemma3n_vocabfix.sentencepiece_model import PIECES_FIELD, _records, count_pieces, make_piece
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench_builder():
-    """bench/e4b_shaped.py by path (bench/ is not a package, and its folder should not go on sys.path)."""
-    spec = importlib.util.spec_from_file_location("e4b_shaped", ROOT / "bench" / "e4b_shaped.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_e4b_shaped
-
-
-build_e4b_shaped = _load_bench_builder()
 
 T, V, A = 40, 4, 4
 NEW = ["<new_a>", "<new_b>", "domainword"]
@@ -134,7 +124,7 @@ def test_json_parses_and_carries_the_same_findings(extended: Path) -> None:
     vf001 = next(f for f in data["findings"] if f["code"] == "VF001")
     assert vf001["severity"] == "error" and vf001["details"]["ids"] == [T + V + A, T + V + A + K]
     assert vf001["fix"].startswith("vocabfix rewrite ")
-    tensors = {t["short"]: t for t in data["tensors"]}
+    tensors = {t["role"]: t for t in data["tensors"]}
     assert tensors["embed_tokens"]["rows"] == T + V + A + K and tensors["embed_audio"]["rows"] == A
 
 
@@ -340,7 +330,7 @@ def test_e4b_shaped_released_is_clean(e4b) -> None:
     result = invoke(e4b["released"], "--json")
     data = json.loads(result.stdout)
     assert result.exit_code == 0 and data["findings"] == [], data["findings"]
-    tensors = {t["short"]: t for t in data["tensors"]}
+    tensors = {t["role"]: t for t in data["tensors"]}
     assert tensors["embed_tokens"]["shape"] == [262400, 2048]
     assert tensors["embed_tokens_per_layer"]["shape"] == [262144, 35 * 256]
     assert tensors["embed_vision"]["shape"] == [128, 2048] and tensors["embed_audio"]["shape"] == [128, 1536]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sentencepiece as spm
+from fixtures.synthetic import build, row_values, token_names
 from safetensors.numpy import load_file
-from synthetic import build, row_values, token_names
 from tokenizers import Tokenizer
 
 from gemma3n_vocabfix import rewrite_checkpoint
@@ -272,3 +272,51 @@ def test_single_file_checkpoint(tmp_path: Path) -> None:
     got = load_file(str(out / "model.safetensors"))
     np.testing.assert_array_equal(got[EMBED], row_values([doc_pi_inverse(r) for r in range(T + V + A + K)]))
     assert got[PER_LAYER].shape == (T + K, 8)
+
+
+def test_force_keeps_the_old_output_when_the_final_rename_fails(extended: Path, tmp_path: Path, monkeypatch) -> None:
+    """--force moves the old OUT aside; if the new one cannot take its place, the old one is put back."""
+    from gemma3n_vocabfix import writer
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("keep me")
+    real_rename = writer.os.rename
+
+    def rename(src, dst):
+        if str(src).endswith(".vocabfix-partial"):
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(writer.os, "rename", rename)
+    with pytest.raises(VocabfixError, match="left as it was"):
+        rewrite_checkpoint(extended, tmp_path / "out", force=True)
+    assert (tmp_path / "out" / "old.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]  # no hidden stage or aside folder
+
+
+def test_plan_opens_no_file(tmp_path: Path) -> None:
+    """Only the read step opens input files: planning works on what read_checkpoint carried."""
+    import shutil
+
+    from gemma3n_vocabfix.checkpoint import read_checkpoint
+    from gemma3n_vocabfix.layout import analyse
+    from gemma3n_vocabfix.plan import make_plan
+
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    (src / "vocabfix.json").write_text(json.dumps({"vocabfix_version": "0.0.1", "note": "an earlier rewrite"}))
+    ckpt = read_checkpoint(src, merges=False)
+    layout = analyse(ckpt)
+    moved = shutil.move(src, tmp_path / "elsewhere")  # every input file is gone from where it was read
+    plan = make_plan(ckpt, layout)
+    record = json.loads(next(b"".join(f.parts) for f in plan.files if f.name == "vocabfix.json"))
+    assert record["previous"]["note"] == "an earlier rewrite"
+    assert any(f.name == "tokenizer.model" and f.parts for f in plan.files)
+    assert Path(moved).is_dir()
+
+
+def test_unreadable_previous_record_is_named_in_the_new_one(tmp_path: Path) -> None:
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    (src / "vocabfix.json").write_bytes(b"\xff\xfe[[")
+    rewrite_checkpoint(src, tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "vocabfix.json").read_text())
+    assert "previous" not in record and "not valid JSON" in record["previous_unreadable"]

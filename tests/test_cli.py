@@ -1,0 +1,139 @@
+"""The command line contract: exit codes read from the error, Ctrl-C, the output path checked first, --format.
+
+Ctrl-C is a real SIGINT sent to a real `vocabfix` process at a fixed point of the work (the process signals itself
+when the writer starts copying, or when inspect reads the checkpoint), under the newest typer installed and under
+the lowest typer pyproject.toml allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures.synthetic import build
+from typer.testing import CliRunner
+
+from gemma3n_vocabfix import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+T, V, A = 40, 4, 4
+LOWEST_TYPER = ("typer==0.12.0", "typer-slim==0.12.0", "click==8.1.7")  # pyproject: typer>=0.12
+
+# Runs the CLI in this process after arranging for SIGINT to arrive at a chosen function of the core.
+INTERRUPTER = """
+import os, signal, sys
+import gemma3n_vocabfix.{module} as target
+original = target.{function}
+def interrupt(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return original(*args, **kwargs)
+target.{function} = interrupt
+from gemma3n_vocabfix.cli import main
+sys.argv = ["vocabfix", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.fixture(scope="session")
+def lowest_typer() -> Path:
+    """typer 0.12.0 and the click of its day, installed beside the venv (pip, from the package registry)."""
+    target = Path(sys.prefix) / "typer-lowest"
+    if not (target / "typer").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                        *LOWEST_TYPER], check=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("cli") / "ext", text=T, vision=V, audio=A, new_tokens=["<a>", "<b>"])
+
+
+def _run(args: list[str], typer_path: Path | None, module: str, function: str, cwd: Path):
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("VOCABFIX_DEBUG", None)
+    if typer_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(typer_path), str(ROOT)])
+    code = INTERRUPTER.format(module=module, function=function)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("which", ["newest", "lowest"])
+def test_ctrl_c_during_rewrite_exits_130_and_leaves_nothing(which, lowest_typer, extended, tmp_path) -> None:
+    out = tmp_path / "out"
+    proc = _run(["rewrite", str(extended), str(out)], lowest_typer if which == "lowest" else None,
+                "writer", "_copy_range", tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 130, proc.stderr
+    assert len(lines) == 1 and "Interrupted" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == [], "the staged output was left behind"
+
+
+@pytest.mark.parametrize("which", ["newest", "lowest"])
+def test_ctrl_c_during_inspect_exits_130(which, lowest_typer, extended, tmp_path) -> None:
+    proc = _run(["inspect", str(extended), "--json"], lowest_typer if which == "lowest" else None,
+                "checkpoint", "read_weights", tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 130 and len(lines) == 1 and "Interrupted" in lines[0], proc.stderr
+    assert proc.stdout == ""  # a CI gate reading --json sees no document, and exit 130 is not "findings" (1)
+
+
+def test_lowest_typer_runs_the_commands(lowest_typer, extended, tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(lowest_typer), str(ROOT)]), "COLUMNS": "200"}
+    probe = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], capture_output=True,
+                           text=True, env=env, check=True)
+    assert probe.stdout.strip() == "0.12.0"
+    for args, code in ((["inspect", str(extended)], 1), (["rewrite", str(extended), str(tmp_path / "o")], 0),
+                       (["rewrite", str(extended), str(tmp_path / "o")], 2), (["rewrite", "--private", "a", "b"], 2)):
+        proc = subprocess.run([sys.executable, "-m", "gemma3n_vocabfix.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert proc.returncode == code and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_existing_output_is_refused_before_the_input_is_read(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "config.json").write_text("{ not json")  # reading IN would fail with a different error
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(cli.app, ["rewrite", str(src), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "already exists" in result.stderr, result.stderr
+
+
+def test_existing_output_is_refused_before_a_hub_download(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as s:  # a port nobody listens on: any request would fail with "cannot reach"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "out").mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"),
+           "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0"}
+    proc = subprocess.run([sys.executable, "-m", "gemma3n_vocabfix.cli", "rewrite", "org/name", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "already exists" in proc.stderr, proc.stderr
+    assert not (tmp_path / "hf").exists()  # nothing was fetched, not even metadata
+
+
+def test_usage_errors_exit_2_with_one_line(extended: Path, tmp_path: Path) -> None:
+    for args in (["rewrite", str(extended), str(tmp_path / "o"), "--private"],
+                 ["rewrite", str(extended), str(tmp_path / "o"), "--json", "--format", "github"],
+                 ["inspect", str(extended), "--json", "--format", "github"]):
+        result = CliRunner().invoke(cli.app, args)
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error:"), (args, result.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_rewrite_format_json_and_github(extended: Path, tmp_path: Path) -> None:
+    as_json = CliRunner().invoke(cli.app, ["rewrite", str(extended), str(tmp_path / "j"), "--format", "json"])
+    data = json.loads(as_json.stdout)
+    assert as_json.exit_code == 0 and data["appended_tokens"] == 2 and data["changed"] is True
+    github = CliRunner().invoke(cli.app, ["rewrite", str(extended), str(tmp_path / "g"), "--format", "github"])
+    lines = github.stdout.splitlines()
+    assert github.exit_code == 0 and len(lines) == 1 and lines[0].startswith("::notice title=vocabfix rewrite::")
+    assert "move 2 appended tokens" in lines[0]
+    assert (tmp_path / "g" / "vocabfix.json").is_file()
