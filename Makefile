@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m gemma3n_vocabfix.demo
+	$(PY) examples/demo.py
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -23,9 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e4b_shaped import build_e4b_shaped  # noqa: E402
-from make_checkpoint import build, folder_bytes  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the checkpoint builders are test fixtures
+from fixtures.e4b_shaped import build_e4b_shaped  # noqa: E402
+from fixtures.make_checkpoint import build, folder_bytes  # noqa: E402
 
 
 def run(cmd: list[str], ok=(0,)) -> tuple[float, float]:

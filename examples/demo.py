@@ -4,16 +4,22 @@
 2. show stock transformers failing on a new token;
 3. run `vocabfix rewrite`;
 4. load the output with stock `from_pretrained`, run the new tokens, and compare logits with the base model.
+
+`python examples/demo.py [out-dir]` (default ./demo-out, as `make demo` runs it). The tiny Gemma 3n builder is a
+test fixture (tests/fixtures/tiny.py), not part of the package.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # for fixtures.tiny
 
 console = Console(highlight=False)
 NEW_TOKENS = ["<tool_call>", "</tool_call>", "vocabfix"]
@@ -26,7 +32,7 @@ def main(root: str = "demo-out") -> int:
 
     hf_logging.disable_progress_bar()
 
-    from .tiny import build_demo
+    from fixtures.tiny import build_demo
 
     root_path = Path(root)
     shutil.rmtree(root_path, ignore_errors=True)
@@ -75,8 +81,7 @@ def main(root: str = "demo-out") -> int:
     with torch.no_grad():
         want = base_model(input_ids=old_ids).logits[0, :, :]
         got = fixed_model(input_ids=new_ids).logits[0, :, :]
-    from .checkpoint import read_json
-    record = read_json(fixed / "vocabfix.json")
+    record = json.loads((fixed / "vocabfix.json").read_text(encoding="utf-8"))
     cols = [_map(record["id_map"], i) for i in range(want.shape[-1])]
     diff = (got[:, cols] - want).abs().max().item()
     console.print(f"logits over tokens that existed before the extension, vs the base model: max |diff| = {diff:.2e}")

@@ -2,7 +2,7 @@
 
 Tiny real Gemma 3n checkpoints are built once per test session in a pytest tmp dir (nothing is cached on disk
 across runs): a few bases, and one extended checkpoint per variant, made the way users make them
-(gemma3n_vocabfix.tiny.extend).  The rewrite itself runs in the `case` fixture, lazily importing the core so that
+(tests/fixtures/tiny.py: extend).  The rewrite itself runs in the `case` fixture, lazily importing the core so that
 the fixture-only tests still run when the core is broken.
 """
 
@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from gemma3n_vocabfix import tiny  # noqa: E402  (imports torch/transformers only when building)
+from fixtures import tiny  # noqa: E402  (imports torch/transformers only when building)
 
 NEW_TOKENS = list(tiny.NEW_TOKENS)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.synthetic import build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
-from synthetic import build
 
 T, V, A = 40, 4, 4
 NEW = ["<a>", "<b>"]

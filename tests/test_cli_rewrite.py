@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic import build
+from fixtures.synthetic import build
 
 NEW = ["<new_a>", "<new_b>"]
 

@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import NEW_TOKENS, Case, hash_tree, load_model
-
-from gemma3n_vocabfix import tiny
+from fixtures import REFERENCE, tiny
 
 EMBED = "model.language_model.embed_tokens.weight"
 PER_LAYER = "model.language_model.embed_tokens_per_layer.weight"
@@ -36,7 +35,6 @@ SPECIAL_STRINGS = {
     "eoa_token_id": "<end_of_audio>",
     "audio_token_id": "<audio_soft_token>",
 }
-REFERENCE = Path("/work/shared/reference/gemma3n/E4B-it")
 
 
 def _json(path: Path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
-from synthetic import build
+from fixtures.synthetic import build
 from tokenizers import Tokenizer
 
 from gemma3n_vocabfix import rewrite_checkpoint
