@@ -77,8 +77,11 @@ def _layout_table(report: RewriteReport) -> Table:
         table.add_column(col)
     for key in ("text", "vision", "audio"):
         table.add_row(key, _range(getattr(before, key)), _range(getattr(after, key)))
-    if report.layout.appended:
-        table.add_row("appended", _range(before.appended), _range(after.appended))
+    lay = report.layout
+    if lay.appended:
+        lo, hi = before.appended
+        table.add_row("appended", _range(before.appended), _range((lay.id_map(lo), lay.id_map(lo) + hi - lo))
+                      + " (text)")
     for key in ("vocab_size", "vocab_size_per_layer_input", "tokenizer_size"):
         table.add_row(key.replace("_", " ") if key == "tokenizer_size" else key, f"{getattr(before, key):,}",
                       f"{getattr(after, key):,}")
@@ -93,7 +96,8 @@ def render_rewrite_text(report: RewriteReport, console: Console) -> None:
                       f"transformers accepts; {verb} it unchanged to {safe(report.destination)}.")
         return
     console.print(_layout_table(report))
-    console.print(escape(rewrite_headline(report)[0].upper() + rewrite_headline(report)[1:]) + ".")
+    headline = rewrite_headline(report)
+    console.print(escape(headline[0].upper() + headline[1:]) + ".")
     moves = Table(title="Id map (old -> new)", title_justify="left")
     for col in ("old ids", "new ids"):
         moves.add_column(col)
