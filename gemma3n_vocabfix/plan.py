@@ -87,8 +87,9 @@ class Plan:
             "layout_after": self.layout.after.to_dict(),
             "id_map": self.layout.id_map.to_json(),
             "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
-                         "rows_copied": t.rows_copied, "rows_initialised_to_mean": t.rows_initialised,
-                         "rows_dropped": t.rows_dropped} for t in self.changed_tables],
+                         "rows_copied": t.rows_copied, "rows_from_row_0": t.rows_from_row_0,
+                         "rows_initialised_to_mean": t.rows_initialised, "rows_dropped": t.rows_dropped,
+                         "new_rows": t.new_rows()} for t in self.changed_tables],
             "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in self.changes],
         }
 

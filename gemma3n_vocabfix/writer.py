@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import OutputError
 from .plan import Plan, ShardPlan, SourceBytes
-from .rows import CopyRows, MeanRows, TablePlan
+from .rows import CopyRows, MeanRows, PadRow, TablePlan
 from .safetensors_header import encode_header
 
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -123,6 +123,9 @@ def _write_table(src: BinaryIO, out: BinaryIO, table: TablePlan, progress: Progr
     for seg in table.segments:
         if isinstance(seg, CopyRows):
             _copy_range(src, out, table.source.start + seg.first_row * row_bytes, seg.count * row_bytes, progress)
+        elif isinstance(seg, PadRow):
+            src.seek(table.source.start)
+            _repeat_row(out, src.read(row_bytes), seg.count, progress)
         elif isinstance(seg, MeanRows):
             if mean_row is None:
                 mean_row = mean_of_rows(src, table)
