@@ -59,13 +59,15 @@ CODES = _codes(
     ("VF019", E, "lm_head is untied but not in the weights"),
     ("VF020", E, "vision and audio ranges end past the tokenizer and embed_tokens"),
     ("VF021", E, "vocabulary tensor is not a 2-D table"),
+    ("VF022", E, "vision and audio offsets contradict the tokenizer"),
+    ("VF023", E, "the evidence of which ids are image and which audio disagrees"),
 )
 
 
 REWRITE = "vocabfix rewrite IN OUT"  # the fix of every finding the rewrite fixes, until the caller names IN and OUT
 # Problems the rewrite cannot fix or cannot work around: it refuses, citing the finding.
 BLOCKS_REWRITE = ("VF010", "VF011", "VF012", "VF013", "VF014", "VF015", "VF017", "VF018", "VF019", "VF020",
-                  "VF021")
+                  "VF021", "VF023")
 MAX_EXAMPLES = 5
 RESAVE_MODEL = "re-save the model with model.save_pretrained(folder), or fix model.safetensors.index.json"
 RESAVE_TOKENIZER = "re-save the tokenizer with tokenizer.save_pretrained(folder)"
@@ -169,6 +171,18 @@ def _layout_findings(lay: Layout) -> list[Finding]:
             "per-layer rows instead of row 0 as in the released model, which silently changes every image and audio "
             "input", per_layer_size=lay.per_layer_size, per_layer_rows=lay.rows(TableRole.PER_LAYER),
             first_multimodal_id=lay.text_end))
+    if lay.offsets_contradict_tokens:
+        out.append(_finding(
+            "VF022", f"config.json puts the vision ids at [{vo:,}, {lay.vision_end:,}) and the audio ids at [{ao:,}, "
+            f"{lay.audio_end:,}), but the tokenizer has {show(lay.tokenizer.token(lay.vision_start))} at "
+            f"{lay.vision_start:,} and {show(lay.tokenizer.token(lay.audio_start))} at {lay.audio_start:,}: image "
+            "tokens are embedded by embed_audio and audio tokens by embed_vision (the rewrite corrects the offsets, "
+            "not the tokens)", config_vision_offset=vo, config_audio_offset=ao, vision_start=lay.vision_start,
+            audio_start=lay.audio_start))
+    if lay.evidence_conflict:
+        out.append(_finding("VF023", f"{lay.evidence_conflict}: which ids are image and which audio cannot be told",
+                            "make the tokenizer, image_token_id / audio_token_id and the vision / audio offsets agree "
+                            "(as in the released checkpoint) by hand", conflict=lay.evidence_conflict))
     embed_rows = lay.rows(TableRole.EMBED_TOKENS)
     if embed_rows is not None and lay.multimodal_end > max(tok, embed_rows):
         out.append(_finding(

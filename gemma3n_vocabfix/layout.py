@@ -17,6 +17,7 @@ from enum import Enum
 from .checkpoint import Checkpoint
 from .errors import LayoutError
 from .id_map import IdMap, IdRange
+from .multimodal_ranges import locate_multimodal
 from .safetensors_header import TensorInfo
 from .tokenizer_files import TokenizerIds, read_tokenizer_ids
 
@@ -103,7 +104,13 @@ class IdRanges:
 
 @dataclass
 class Layout:
-    """The input's id ranges and tables, and where each id goes in the layout stock transformers accepts."""
+    """The input's id ranges and tables, and where each id goes in the layout stock transformers accepts.
+
+    `vision_offset` / `audio_offset` are the config's: what stock transformers routes by. `vision_start` /
+    `audio_start` are where the vision and audio tokens are, by evidence that does not depend on the offsets
+    (multimodal_ranges.py); they differ only when the config contradicts that evidence. The id map and every range
+    below follow the tokens.
+    """
 
     vision_offset: int
     vision_size: int
@@ -115,8 +122,11 @@ class Layout:
     tied: bool = True  # lm_head shares embed_tokens' weights (tie_word_embeddings)
     tables: list[VocabTable] = field(default_factory=list)
     malformed: list[TensorInfo] = field(default_factory=list)  # vocabulary tensors that are not 2-D tables
+    vision_start: int = -1  # -1: where the config says
+    audio_start: int = -1
+    evidence_conflict: str | None = None  # the evidence of which ids are image and which audio disagrees
 
-    # --- the input's ranges -------------------------------------------------------------------------------------
+    # --- the config's ranges (what stock transformers routes) ---------------------------------------------------
 
     @property
     def vision_end(self) -> int:
@@ -127,13 +137,27 @@ class Layout:
         return self.audio_offset + self.audio_size
 
     @property
+    def offsets_contradict_tokens(self) -> bool:
+        return (self.vision_start, self.audio_start) != (self.vision_offset, self.audio_offset)
+
+    # --- where the tokens are -----------------------------------------------------------------------------------
+
+    @property
+    def vision_ids(self) -> tuple[int, int]:
+        return self.vision_start, self.vision_start + self.vision_size
+
+    @property
+    def audio_ids(self) -> tuple[int, int]:
+        return self.audio_start, self.audio_start + self.audio_size
+
+    @property
     def text_end(self) -> int:
         """The first multimodal id: every id below it is text."""
-        return min(self.vision_offset, self.audio_offset)
+        return min(self.vision_start, self.audio_start)
 
     @property
     def multimodal_end(self) -> int:
-        return max(self.vision_end, self.audio_end)
+        return max(self.vision_ids[1], self.audio_ids[1])
 
     @property
     def total(self) -> int:
@@ -152,7 +176,7 @@ class Layout:
     @property
     def between_range(self) -> tuple[int, int]:
         """Ids between the two multimodal ranges (empty when they touch): text ids by elimination."""
-        first, second = sorted([(self.vision_offset, self.vision_end), (self.audio_offset, self.audio_end)])
+        first, second = sorted([self.vision_ids, self.audio_ids])
         return first[1], second[0]
 
     @property
@@ -180,13 +204,17 @@ class Layout:
         return self._id_map
 
     def __post_init__(self) -> None:
-        self._id_map = build_id_map(self.total, (self.vision_offset, self.vision_size),
-                                    (self.audio_offset, self.audio_size))
+        if self.vision_start < 0:
+            self.vision_start = self.vision_offset
+        if self.audio_start < 0:
+            self.audio_start = self.audio_offset
+        self._id_map = build_id_map(self.total, (self.vision_start, self.vision_size),
+                                    (self.audio_start, self.audio_size))
 
     @property
     def before(self) -> IdRanges:
-        return IdRanges((0, self.text_end), (self.vision_offset, self.vision_end), (self.audio_offset, self.audio_end),
-                        self.appended_range, self.vocab_size, self.per_layer_size, self.tokenizer.size)
+        return IdRanges((0, self.text_end), self.vision_ids, self.audio_ids, self.appended_range, self.vocab_size,
+                        self.per_layer_size, self.tokenizer.size)
 
     @property
     def after(self) -> IdRanges:
@@ -209,7 +237,7 @@ class Layout:
                 IdKind.VISION: self.vision_size, IdKind.AUDIO: self.audio_size}[table.holds]
 
     def first_id(self, table: VocabTable) -> int:
-        """The id that row 0 of the table stands for."""
+        """The id that row 0 of the table stands for, by the config's offsets (what transformers routes)."""
         return {IdKind.VISION: self.vision_offset, IdKind.AUDIO: self.audio_offset}.get(table.holds, 0)
 
     def tables_of(self, role: TableRole) -> list[VocabTable]:
@@ -298,12 +326,19 @@ def analyse(ckpt: Checkpoint) -> Layout:
         raise LayoutError(f"config.json: the vision ids [{vision_offset}, {vision_offset + vision_size}) and audio ids "
                           f"[{audio_offset}, {audio_offset + audio_size}) overlap")
     tables, malformed = find_vocab_tables(ckpt)
+    tokenizer = read_tokenizer_ids(ckpt.tokenizer_json, ckpt.tokenizer_config, ckpt.added_tokens, ckpt.sentencepiece)
+    widths = {kind: t.tensor.shape[1] for kind, role in (("vision", TableRole.VISION), ("audio", TableRole.AUDIO))
+              for t in tables if t.tensor.name == CANONICAL_NAMES[role]}
+    where = locate_multimodal(ckpt.config, tokenizer, widths, (vision_offset, vision_size), (audio_offset, audio_size))
     return Layout(
         vision_offset=vision_offset, vision_size=vision_size, audio_offset=audio_offset, audio_size=audio_size,
         vocab_size=_int_field(text, "vocab_size", "text_config"),
         per_layer_size=_int_field(text, "vocab_size_per_layer_input", "text_config"),
-        tokenizer=read_tokenizer_ids(ckpt.tokenizer_json, ckpt.tokenizer_config, ckpt.added_tokens, ckpt.sentencepiece),
+        tokenizer=tokenizer,
         tied=word_embeddings_tied(ckpt.config),
         tables=tables,
         malformed=malformed,
+        vision_start=where.vision_start,
+        audio_start=where.audio_start,
+        evidence_conflict=where.conflict,
     )

@@ -200,7 +200,7 @@ def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:
         delta = sum((t.rows_out - t.source.rows) * (t.source.row_bytes // DTYPE_SIZES[t.source.dtype])
                     for s in shards for t in s.tables.values())
         metadata["total_parameters"] += delta
-    return dump_json(index)
+    return _json_if_changed(ckpt.weights.index, index)
 
 
 def _record(plan: Plan) -> dict:

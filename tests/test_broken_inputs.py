@@ -396,19 +396,20 @@ REWRITE_REFUSES = {
     "added_tokens_decoder key huge", "added_tokens.json value huge", "added_tokens.json duplicate ids",
     "tokenizer.model empty", "tokenizer.model no pieces", "tokenizer.model more pieces", "embed_tokens 1-D",
     "embed_tokens 0-D", "embed_tokens zero rows", "embed_tokens zero columns", "embed_tokens huge rows zero columns",
-    "embed_tokens short and int", "per-layer 1-D", "per-layer zero rows", "per-layer bool", "no embed_tokens",
+    "embed_tokens short and int", "vision vocab_size zero", "per-layer 1-D", "per-layer zero rows", "no embed_tokens",
     "index points to a folder", "index empty name", "index points to .", "index misses a shard", "shard a folder",
 }
 # ... and inputs both commands handle (odd, but nothing the rewrite needs is wrong). Every other case is unreadable:
 # both commands exit 2.
 BOTH_HANDLE = {
-    "vision vocab_size zero", "audio before vision", "text vocab_size huge", "image_token_id a string",
+    "audio before vision", "text vocab_size huge", "image_token_id a string",
     "image_token_id huge", "image_token_id negative", "eos_token_id a dict", "config holds NaN",
     "generation eos a string", "generation sequence_bias bad key", "generation forced_decoder_ids odd",
     "unigram vocab ok", "unigram unk_id a string", "extra_special_tokens a list", "image_token a number",
     "special_tokens_map value a list", "tensors stored in reverse order", "embed_tokens int",
     "index total_size a string", "vocabfix.json garbage", "vocabfix.json a list", "only tokenizer.model",
     "dangling symlink", "fifo beside the files",
+    "per-layer bool",  # new rows copy per-layer row 0: nothing to initialise, so the dtype does not matter
 }
 # An unreadable file (chmod 000) is only unreadable for a user without CAP_DAC_OVERRIDE: as root the read
 # succeeds and the case would test nothing, so it is only listed when the tests do not run as root.

@@ -28,8 +28,10 @@ def run(*args: str):
 
 
 def _gap_checkpoint(tmp_path: Path) -> Path:
-    """vision [40, 44), two ids between, audio [46, 50), three tokens appended at [50, 53)."""
-    src = build(tmp_path / "gap", text=T, vision=V, audio=A, new_tokens=[f"<n{i}>" for i in range(5)])
+    """vision [40, 44), two ids between, audio [46, 50), three tokens appended at [50, 53). The multimodal tokens
+    have neutral names, so only the config says where the ranges are."""
+    src = build(tmp_path / "gap", text=T, vision=V, audio=A, new_tokens=[f"<n{i}>" for i in range(5)],
+                multimodal_names=False)
     config = json.loads((src / "config.json").read_text())
     config["audio_config"]["vocab_offset"] = T + V + 2
     (src / "config.json").write_text(json.dumps(config))

@@ -207,10 +207,8 @@ def test_rewriting_the_output_again_changes_nothing(extended: Path, tmp_path: Pa
 
 
 def test_audio_before_vision_is_reordered(tmp_path: Path) -> None:
-    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
-    config = json.loads((src / "config.json").read_text())
-    config["audio_config"]["vocab_offset"], config["vision_config"]["vocab_offset"] = T, T + A
-    (src / "config.json").write_text(json.dumps(config))
+    """A checkpoint whose tokenizer and config both put audio first: the ranges are reordered, tokens and all."""
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW, audio_first=True)
     rewrite_checkpoint(src, tmp_path / "out")
     new = json.loads((tmp_path / "out" / "config.json").read_text())
     assert new["vision_config"]["vocab_offset"] == T + K
