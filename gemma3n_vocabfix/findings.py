@@ -13,6 +13,7 @@ from enum import Enum
 from .checkpoint import Checkpoint
 from .layout import IdKind, Layout, TableRole, table_role
 from .special_ids import GENERATION_KEYS, SpecialId, config_value, special_ids, token_ids
+from .tokenizer_files import Conflict
 
 
 class Severity(str, Enum):
@@ -272,13 +273,27 @@ def _special_mismatch(v: SpecialId) -> Finding:
 
 def _tokenizer_findings(lay: Layout) -> list[Finding]:
     """VF010, VF018: the tokenizer files against each other."""
-    out = [_finding("VF010", f"{conflict}: the fast and slow tokenizers (and vocabfix) cannot agree on what the id "
-                    "means", RESAVE_TOKENIZER, conflict=conflict) for conflict in lay.tokenizer.conflicts]
+    out = [_finding("VF010", _conflict_effect(c, lay), f"make {c.source} and {c.other_source} name id {c.id} the "
+                    f"same token (finish or undo the rename in every tokenizer file)", conflict=str(c), id=c.id,
+                    tokens=[c.token, c.other], files=[c.source, c.other_source]) for c in lay.tokenizer.conflicts]
     unnamed = lay.tokenizer.first_unnamed_id()
     if unnamed is not None:
         out.append(_finding("VF018", f"the tokenizer files name no token for id {unnamed:,}, below their largest id "
                             f"{lay.tokenizer.size - 1:,}: the ids cannot be renumbered", RESAVE_TOKENIZER, id=unnamed))
     return out
+
+
+def _conflict_effect(c: Conflict, lay: Layout) -> str:
+    """What stock transformers does with an id two tokenizer files name differently (checked with transformers 5.24
+    on a half-done `<unusedN>` rename: tokenizer_config.json edited, tokenizer.json not)."""
+    if c.source == "tokenizer.json":
+        return (f"{c}: the fast tokenizer keeps {c.token!r} at id {c.id:,} (tokenizer.json) and registers "
+                f"{c.other!r} from {c.other_source} as an extra token numbered past tokenizer.json's vocabulary "
+                "(transformers 5.24; the tokens added after it can move up by one), so the model reads a multimodal "
+                "or out-of-range row for it: text containing it runs wrong or raises IndexError (a half-done rename "
+                "of an <unusedN> token)")
+    return (f"{c}: tokenizers built from different files read id {c.id:,} as different tokens, so the same text "
+            "encodes differently (and the rewrite cannot tell which name to keep)")
 
 
 def _weights_findings(ckpt: Checkpoint) -> list[Finding]:

@@ -165,7 +165,7 @@ def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, by
     if ckpt.added_tokens is not None:
         out["added_tokens.json"] = _json_if_changed(ckpt.added_tokens, renumber_added_tokens(ckpt.added_tokens, new_id))
     if ckpt.sentencepiece is not None:
-        after = renumber_sentencepiece(ckpt.sentencepiece, new_id, added_by_new_id)
+        after = renumber_sentencepiece(ckpt.sentencepiece, new_id, added_by_new_id, layout.new_text_size)
         out[SENTENCEPIECE_FILE] = after if after != ckpt.sentencepiece else None
     return out, changes
 

@@ -132,9 +132,12 @@ def _is_piece(buf: bytes, starts: array, text: str) -> bool:
     return False
 
 
-def renumber_pieces(buf: bytes, id_map: IdMap, filler: dict[int, str]) -> bytes:
-    """Move piece i to position id_map(i); fill positions left empty from `filler` (new id -> token).
+def renumber_pieces(buf: bytes, id_map: IdMap, filler: dict[int, str], text_size: int | None = None) -> bytes:
+    """Move piece i to position id_map(i); fill text ids the input has no piece for from `filler` (new id -> token).
 
+    `text_size` is the output's text range [0, text_size) (default: every id of the map). Every text id gets a
+    piece: its input piece, or the filler token. Past the text range only the input's own pieces are copied, so a
+    model that holds just the text pieces (no multimodal ones) stays that way, with the new tokens after the text.
     The id map shifts whole blocks of ids, so the output is a few slices of the input plus the new pieces.
     A filler token that SentencePiece would refuse as a piece (one that already exists, is empty or holds a NUL)
     gets an unused placeholder piece in its slot instead; the Hugging Face tokenizer files still name the token.
@@ -143,14 +146,18 @@ def renumber_pieces(buf: bytes, id_map: IdMap, filler: dict[int, str]) -> bytes:
     count = len(starts)
     if count > id_map.size:
         raise CheckpointError(f"tokenizer.model: {count} pieces, more than the {id_map.size} ids of the layout")
-    size = max(r.new_start + min(r.old_stop, count) - r.old_start for r in id_map.ranges if r.old_start < count)
+    text_size = id_map.size if text_size is None else text_size
     out: list[bytes] = []
     for r in id_map.in_new_order():
         have = max(0, min(r.old_stop, count) - r.old_start)
+        if r.new_start >= text_size and not have:
+            break  # multimodal ids the input has no pieces for: nothing is invented
         if have:
             out += _copy_pieces(buf, starts, ends, r.old_start, r.old_start + have)
-        for new_id in range(r.new_start + have, min(r.new_stop, size)):
+        for new_id in range(r.new_start + have, min(r.new_stop, text_size)):
             out.append(_filler_piece(buf, starts, filler, new_id))
+        if r.new_start >= text_size and have < r.length:
+            break
     return b"".join(out) + b"".join(buf[s:e] for s, e in rest)
 
 

@@ -21,6 +21,20 @@ from .id_map import IdMap
 IdFn = Callable[[int], int]
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """Two tokenizer files name one id differently: `token` in `source` (read first), `other` in `other_source`."""
+
+    id: int
+    token: str
+    source: str
+    other: str
+    other_source: str
+
+    def __str__(self) -> str:
+        return f"id {self.id} is {self.token!r} in {self.source} and {self.other!r} in {self.other_source}"
+
+
 @dataclass
 class TokenizerIds:
     """What the tokenizer files say about ids, merged across files."""
@@ -29,7 +43,7 @@ class TokenizerIds:
     added: dict[int, str]  # added tokens by id
     file_sizes: dict[str, int] = field(default_factory=dict)  # per file: one past its largest id
     vocab: dict[int, str] = field(default_factory=dict)  # tokenizer.json model vocabulary by id
-    conflicts: list[str] = field(default_factory=list)  # one id named differently by two files
+    conflicts: list[Conflict] = field(default_factory=list)  # one id named differently by two files
 
     def token(self, token_id: int) -> str | None:
         return self.added.get(token_id, self.vocab.get(token_id))
@@ -124,12 +138,14 @@ def read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | Non
     Raises CheckpointError for a malformed entry (an id that is not a non-negative integer, a token not a string).
     """
     ids = TokenizerIds(size=0, added={})
+    named_by: dict[int, str] = {}
 
     def add(source: str, token_id: int, content: str) -> None:
         known = ids.added.get(token_id)
         if known is not None and known != content:
-            ids.conflicts.append(f"id {token_id} is {known!r} in one file and {content!r} in {source}")
+            ids.conflicts.append(Conflict(token_id, known, named_by[token_id], content, source))
         ids.added.setdefault(token_id, content)
+        named_by.setdefault(token_id, source)
         ids.file_sizes[source] = max(ids.file_sizes.get(source, 0), token_id + 1)
 
     if tokenizer_json is not None:
@@ -228,5 +244,6 @@ def renumber_added_tokens(data: dict, new_id: IdFn) -> dict:
     return dict(sorted(((tok, new_id(int(i))) for tok, i in data.items()), key=lambda kv: kv[1]))
 
 
-def renumber_sentencepiece(buf: bytes, id_map: IdMap, added: dict[int, str]) -> bytes:
-    return sentencepiece_model.renumber_pieces(buf, id_map, added)
+def renumber_sentencepiece(buf: bytes, id_map: IdMap, added: dict[int, str], text_size: int) -> bytes:
+    """tokenizer.model renumbered: see sentencepiece_model.renumber_pieces."""
+    return sentencepiece_model.renumber_pieces(buf, id_map, added, text_size)

@@ -18,10 +18,12 @@ import torch
 from gemma3n_vocabfix import rewrite_checkpoint
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
-FIXTURES = ["resize-special", "resize-pad64", "chat-format", "slow-tokenizer", "lora-merge", "resize-special-tf4.53"]
+FIXTURES = ["resize-special", "resize-pad64", "chat-format", "slow-tokenizer", "lora-merge", "resize-special-tf4.53",
+            "unsloth-style"]
 T, V, A = 384, 128, 128  # the small id space the fixtures were built in (their README)
 TEXT = "Weather? <think>look</think><tool_call>get</tool_call> <start_of_image><end_of_image> ok"
-CHAT_TEXT = "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\nsunny <start_of_image><end_of_image><|im_end|>"
+CHAT_TEXT = ("<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\nsunny <start_of_image><end_of_image>"
+             "<|im_end|>")
 PER_LAYER = "model.language_model.embed_tokens_per_layer.weight"
 
 
@@ -30,15 +32,36 @@ def doc_pi(old: int, k: int) -> int:
     return old if old < T else old + k if old < T + V + A else old - V - A
 
 
+def unsloth_style(dst: Path) -> Path:
+    """resize-special re-saved the way unsloth's Gemma 3n uploads are (tests/fixtures/reference/gemma3n/SOURCES.md:
+    "unsloth_fixed", bos/pad/eos ids in config.json, eos_token <end_of_turn>, left padding, torch_dtype)."""
+    import shutil
+    shutil.copytree(LEGACY / "resize-special", dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["torch_dtype"] = config.pop("dtype", "float32")
+    config.update(bos_token_id=2, pad_token_id=0, eos_token_id=17, unsloth_fixed=True)  # 17: <end_of_turn>
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    tok_config = json.loads((dst / "tokenizer_config.json").read_text())
+    tok_config.update(eos_token="<end_of_turn>", padding_side="left", model_max_length=32768)
+    (dst / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
+    return dst
+
+
 @pytest.fixture(scope="module")
-def rewritten(tmp_path_factory):
+def source(tmp_path_factory):
+    made = tmp_path_factory.mktemp("unsloth") / "unsloth-style"
+    return lambda name: (made if made.exists() else unsloth_style(made)) if name == "unsloth-style" else LEGACY / name
+
+
+@pytest.fixture(scope="module")
+def rewritten(tmp_path_factory, source):
     root = tmp_path_factory.mktemp("legacy")
     cache = {}
 
     def get(name: str) -> Path:
         if name not in cache:
             cache[name] = root / name
-            rewrite_checkpoint(LEGACY / name, cache[name])
+            rewrite_checkpoint(source(name), cache[name])
         return cache[name]
 
     return get
@@ -59,9 +82,9 @@ def _tokenizer_size(folder: Path) -> int:
 
 
 @pytest.mark.parametrize("name", FIXTURES)
-def test_causal_lm_logits_are_unchanged(name: str, rewritten) -> None:
+def test_causal_lm_logits_are_unchanged(name: str, source, rewritten) -> None:
     from transformers import Gemma3nForCausalLM
-    src, out = LEGACY / name, rewritten(name)
+    src, out = source(name), rewritten(name)
     text = CHAT_TEXT if name == "chat-format" else TEXT
     k = _tokenizer_size(src) - (T + V + A)
     want, ids_in = _logits(Gemma3nForCausalLM, src, text)
@@ -116,3 +139,27 @@ def test_new_per_layer_rows_are_row_0_and_the_record_says_so(rewritten) -> None:
     entry = next(t for t in record["tensors"] if t["name"] == PER_LAYER)
     assert entry["new_rows"] == [{"new_ids": [T, T + 4], "copied_from_row": 0}]
     assert entry["rows_initialised_to_mean"] == 0
+
+
+def test_half_done_unused_rename_says_what_stock_transformers_does(tmp_path: Path) -> None:
+    """Only tokenizer_config.json renames <unused0>: stock transformers gives the new name an id of its own past the
+    vocabulary (measured here), and VF010 says so instead of a generic disagreement."""
+    import shutil
+
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from gemma3n_vocabfix import cli
+
+    src = tmp_path / "half"
+    shutil.copytree(LEGACY / "resize-special", src)
+    config = json.loads((src / "tokenizer_config.json").read_text())
+    assert config["added_tokens_decoder"]["6"]["content"] == "<unused0>"
+    config["added_tokens_decoder"]["6"]["content"] = "<my_tool>"
+    (src / "tokenizer_config.json").write_text(json.dumps(config))
+    tok = AutoTokenizer.from_pretrained(src)
+    assert tok.convert_ids_to_tokens(6) == "<unused0>" and tok.convert_tokens_to_ids("<my_tool>") >= T + V
+    result = CliRunner().invoke(cli.app, ["inspect", str(src), "--json"])
+    finding = next(f for f in json.loads(result.stdout)["findings"] if f["code"] == "VF010")
+    assert "registers '<my_tool>'" in finding["message"] and "IndexError" in finding["message"]
+    assert finding["details"]["files"] == ["tokenizer.json", "tokenizer_config.json"]

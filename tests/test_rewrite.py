@@ -318,3 +318,21 @@ def test_unreadable_previous_record_is_named_in_the_new_one(tmp_path: Path) -> N
     rewrite_checkpoint(src, tmp_path / "out")
     record = json.loads((tmp_path / "out" / "vocabfix.json").read_text())
     assert "previous" not in record and "not valid JSON" in record["previous_unreadable"]
+
+
+def test_text_only_tokenizer_model_gets_the_new_tokens_after_the_text(tmp_path: Path) -> None:
+    """A tokenizer.model with only the T text pieces: OUT's has T + k (the new tokens at their new ids), no
+    multimodal pieces invented, and the fast tokenizer files agree with it."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    model = pb.ModelProto()
+    model.ParseFromString((src / "tokenizer.model").read_bytes())
+    del model.pieces[T:]
+    (src / "tokenizer.model").write_bytes(model.SerializeToString())
+    rewrite_checkpoint(src, tmp_path / "out")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "out" / "tokenizer.model"))
+    assert sp.get_piece_size() == T + K
+    assert [sp.id_to_piece(T + i) for i in range(K)] == NEW
+    fast = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
+    assert [fast.token_to_id(t) for t in NEW] == [doc_pi(T + V + A + i) for i in range(K)]

@@ -51,3 +51,21 @@ def test_a_new_token_that_is_already_a_piece_gets_a_placeholder_slot(tmp_path) -
 def test_identity_map_keeps_the_bytes() -> None:
     buf = model_bytes(PIECES)
     assert renumber_pieces(buf, build_id_map(9, (7, 1), (8, 1)), {}) == buf
+
+
+def test_a_model_with_only_the_text_pieces_gets_the_new_tokens_after_them(tmp_path) -> None:
+    """tokenizer.model may hold the text pieces only (T of them, no multimodal pieces): the new tokens go right after
+    the text pieces and nothing is invented for the multimodal ids."""
+    text_only = PIECES[:7]
+    id_map = build_id_map(11, (7, 1), (8, 1))  # text 0..6, vision 7, audio 8, two tokens appended at 9, 10
+    out = renumber_pieces(model_bytes(text_only), id_map, {7: "<x>", 8: "<y>"}, text_size=9)
+    sp = load(out, tmp_path)
+    assert [sp.id_to_piece(i) for i in range(sp.get_piece_size())] == text_only + ["<x>", "<y>"]
+    assert sp.encode("<y>a") == [8, 4]
+
+
+def test_a_full_model_keeps_its_multimodal_pieces_behind_the_new_tokens(tmp_path) -> None:
+    id_map = build_id_map(11, (7, 1), (8, 1))
+    out = renumber_pieces(model_bytes(PIECES), id_map, {7: "<x>", 8: "<y>"}, text_size=9)
+    sp = load(out, tmp_path)
+    assert [sp.id_to_piece(i) for i in range(sp.get_piece_size())] == PIECES[:7] + ["<x>", "<y>", "<img>", "<aud>"]
