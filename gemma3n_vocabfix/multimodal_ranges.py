@@ -36,10 +36,13 @@ def _inside(ids: list[int], start: int, size: int) -> bool:
 
 
 def _named(tokenizer: TokenizerIds, lo: int, hi: int, pattern: re.Pattern) -> list[int]:
-    """The ids in [lo, hi) whose token matches `pattern` (looked up among the ids the tokenizer names)."""
-    found = {i for names in (tokenizer.added, tokenizer.vocab) for i, t in names.items()
-             if lo <= i < hi and t.startswith("<") and pattern.fullmatch(t) and tokenizer.token(i) == t}
-    return sorted(found)
+    """The ids in [lo, hi) whose token matches `pattern`: by id when the range is short (the usual 256 multimodal
+    ids), else among the ids the tokenizer names (a bogus offset of 10**30 must not be walked)."""
+    if hi - lo <= len(tokenizer.added) + len(tokenizer.vocab):
+        candidates = range(lo, hi)
+    else:
+        candidates = sorted(i for i in {*tokenizer.added, *tokenizer.vocab} if lo <= i < hi)
+    return [i for i in candidates if (t := tokenizer.token(i)) is not None and pattern.fullmatch(t)]
 
 
 def _config_id(config: dict, key: str) -> int | None:
