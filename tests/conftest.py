@@ -1,14 +1,15 @@
-"""Shared fixtures for the end-to-end compatibility tests (tests/test_compat.py).
+"""Shared fixtures for the tests on tiny real Gemma 3n checkpoints (tests/test_compat.py, tests/test_fixtures.py).
 
 Tiny real Gemma 3n checkpoints are built once per test session in a pytest tmp dir (nothing is cached on disk
 across runs): a few bases, and one extended checkpoint per variant, made the way users make them
-(tests/fixtures/tiny.py: extend).  The rewrite itself runs in the `case` fixture, lazily importing the core so that
-the fixture-only tests still run when the core is broken.
+(tests/fixtures/tiny.py: extend). Each is built the first time a test asks for it and kept for the session
+(`case_factory`), so a test can run on every variant (the `case` fixture) or on a few (`on_variants`). The rewrite
+itself runs lazily in `Case.out`, importing the core only then, so that the fixture-only tests still run when the
+core is broken. Expected ids come from tests/fixtures/oracle.py (the layout doc's π), never from the core.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from fixtures import tiny  # noqa: E402  (imports torch/transformers only when building)
+from fixtures.helpers import hash_tree  # noqa: E402
+from fixtures.oracle import DocLayout  # noqa: E402
 
 NEW_TOKENS = list(tiny.NEW_TOKENS)
 
@@ -60,13 +63,11 @@ VARIANTS = [
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 
 
-def hash_tree(path: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file under `path` (also catches added / removed files)."""
-    out = {}
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+def on_variants(*names: str):
+    """Run a test that takes `case` on these variants only (the default is every variant)."""
+    unknown = set(names) - set(VARIANTS_BY_NAME)
+    assert not unknown, f"no such variant: {sorted(unknown)}"
+    return pytest.mark.parametrize("case", names, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +102,7 @@ class Case:
     base: Path
     extended: Path
     root: Path
-    T: int
-    V: int
-    A: int
-    k: int
+    ids: DocLayout  # T, V, A and k of this case, and the doc's id map over them
     extended_hash: dict[str, str]
     _out: Path | None = None
     _report: object = None
@@ -112,23 +110,32 @@ class Case:
     extra: dict = field(default_factory=dict)
 
     @property
+    def T(self) -> int:
+        return self.ids.T
+
+    @property
+    def V(self) -> int:
+        return self.ids.V
+
+    @property
+    def A(self) -> int:
+        return self.ids.A
+
+    @property
+    def k(self) -> int:
+        return self.ids.k
+
+    @property
     def new_ids_old(self) -> list[int]:
-        return [self.T + self.V + self.A + i for i in range(self.k)]
+        return self.ids.new_ids_old
 
     @property
     def new_ids_new(self) -> list[int]:
-        return [self.T + i for i in range(self.k)]
+        return self.ids.new_ids_new
 
     def pi(self, i: int) -> int:
-        """The doc's id map, computed here independently of the core."""
-        T, V, A, k = self.T, self.V, self.A, self.k
-        if 0 <= i < T:
-            return i
-        if T <= i < T + V + A:
-            return i + k
-        if T + V + A <= i < T + V + A + k:
-            return i - V - A
-        raise ValueError(i)
+        """The doc's id map (tests/fixtures/oracle.py), independent of the core."""
+        return self.ids.pi(i)
 
     @property
     def out(self) -> Path:
@@ -153,41 +160,78 @@ class Case:
         return self._report
 
 
-@pytest.fixture(scope="session", params=[v.name for v in VARIANTS])
-def case(request, base_factory, tiny_root) -> Case:
-    v = VARIANTS_BY_NAME[request.param]
-    base = base_factory(v.id_space, v.dtype, v.tie, v.config_style)
-    root = tiny_root / v.name
-    root.mkdir()
-    extended = tiny.extend(
-        base,
-        root / "extended",
-        NEW_TOKENS,
-        resize=v.resize,
-        pad_to_multiple_of=v.pad_to_multiple_of,
-        untie=v.untie,
-        tokenizer_files=v.tokenizer_files,
-        processor_files=v.processor_files,
-    )
-    sp = tiny.get_id_space(v.id_space)
-    return Case(v, base, extended, root, sp.T, sp.V, sp.A, len(NEW_TOKENS), hash_tree(extended))
+@pytest.fixture(scope="session")
+def case_factory(base_factory, tiny_root):
+    """variant name -> its Case, built on first use and kept for the session."""
+    cases: dict[str, Case] = {}
+
+    def get(name: str) -> Case:
+        if name not in cases:
+            v = VARIANTS_BY_NAME[name]
+            base = base_factory(v.id_space, v.dtype, v.tie, v.config_style)
+            root = tiny_root / v.name
+            root.mkdir()
+            extended = tiny.extend(
+                base,
+                root / "extended",
+                NEW_TOKENS,
+                resize=v.resize,
+                pad_to_multiple_of=v.pad_to_multiple_of,
+                untie=v.untie,
+                tokenizer_files=v.tokenizer_files,
+                processor_files=v.processor_files,
+            )
+            sp = tiny.get_id_space(v.id_space)
+            ids = DocLayout(sp.T, sp.V, sp.A, len(NEW_TOKENS))
+            cases[name] = Case(v, base, extended, root, ids, hash_tree(extended))
+        return cases[name]
+
+    return get
 
 
-_MODEL_CACHE: dict[tuple, object] = {}
+@pytest.fixture(params=[v.name for v in VARIANTS])
+def case(request, case_factory) -> Case:
+    return case_factory(request.param)
 
 
-def load_model(path: Path, dtype=None):
-    """Stock `Gemma3nForConditionalGeneration.from_pretrained`, cached per (path, dtype) for the session."""
+# --- stock transformers objects, loaded once per session ------------------------------------------------------------
+
+_MODEL_CACHE: dict[tuple, tuple] = {}
+_PROCESSOR_CACHE: dict[str, object] = {}
+
+
+def _load(path: Path, dtype) -> tuple:
+    """(model, loading info) of stock `Gemma3nForConditionalGeneration.from_pretrained`, cached per (path, dtype).
+
+    dtype None is from_pretrained's default ("auto": the checkpoint's own dtype). A request for an explicit dtype
+    that the path's default load already has is answered with that model: it is the same computation."""
     from transformers import Gemma3nForConditionalGeneration
 
-    key = (str(path), str(dtype))
+    key = (str(path), None if dtype is None else str(dtype))
     if key not in _MODEL_CACHE:
+        native = _MODEL_CACHE.get((str(path), None))
+        if dtype is not None and native is not None and native[0].dtype == dtype:
+            return native
         kwargs = {} if dtype is None else {"dtype": dtype}
-        _MODEL_CACHE[key] = Gemma3nForConditionalGeneration.from_pretrained(path, **kwargs).eval()
+        model, info = Gemma3nForConditionalGeneration.from_pretrained(path, output_loading_info=True, **kwargs)
+        _MODEL_CACHE[key] = (model.eval(), info)
     return _MODEL_CACHE[key]
 
 
-@pytest.fixture(scope="session")
-def model_loader():
-    yield load_model
-    _MODEL_CACHE.clear()
+def load_model(path: Path, dtype=None):
+    """Stock `Gemma3nForConditionalGeneration.from_pretrained(path[, dtype=dtype])`, cached for the session."""
+    return _load(path, dtype)[0]
+
+
+def loading_info(path: Path) -> dict:
+    """What `from_pretrained(path, output_loading_info=True)` reported for the default-dtype load."""
+    return _load(path, None)[1]
+
+
+def load_processor(path: Path):
+    """Stock `AutoProcessor.from_pretrained(path)`, cached for the session (it only reads its files)."""
+    from transformers import AutoProcessor
+
+    if str(path) not in _PROCESSOR_CACHE:
+        _PROCESSOR_CACHE[str(path)] = AutoProcessor.from_pretrained(path)
+    return _PROCESSOR_CACHE[str(path)]

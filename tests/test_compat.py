@@ -3,42 +3,54 @@
 For every variant in conftest.VARIANTS a released-layout base is extended the way users do it (add tokens,
 maybe resize, save), the extension is rewritten with `rewrite_checkpoint`, and the output is checked against
 stock transformers / tokenizers / sentencepiece and against the ORIGINAL base checkpoint, using the id map pi of
-docs/gemma3n-vocab-layout.md computed here independently of the core:
+docs/gemma3n-vocab-layout.md from tests/fixtures/oracle.py (independent of the core):
 
     id < T -> id;   T <= id < T+V+A -> id + k;   id >= T+V+A -> id - V - A.
 
-Assumption for the pad_to_multiple_of variant: the padding rows added by `resize_token_embeddings` belong to no
+Assumption for the pad_to_multiple_of variants: the padding rows added by `resize_token_embeddings` belong to no
 token, so k = number of tokens the tokenizer gained (3) and the output has exactly T+k+V+A rows.
+
+What runs on which variant. Every variant gets the core compatibility checks: the input fails with IndexError
+(test_bug_is_real); the output loads with no missing / unexpected / mismatched keys; its config, generation config,
+tokenizer files (tokenizers, transformers, sentencepiece, tokenizer_config / added_tokens.json) and processor follow
+pi and agree on the special ids; the new tokens run; the new rows are the input's (or initialised); every other row
+and tensor is the input's; the logits of old tokens equal the base's through pi; the record's id map is pi. The
+variants differ in what the model and tokenizer look like, so these checks are where each variant adds coverage.
+
+Trimmed, with the reason:
+- test_logits_equal_base_on_old_tokens compares in the checkpoint's own dtype with atol 0 on every variant, and in
+  float32 (atol 1e-5) only where the own dtype is not float32 (real-bf16-resized-v4tok): for a float32 checkpoint
+  the float32 comparison is the same computation as the own-dtype one, at a looser tolerance (it used to be a
+  second test loading both models a second time).
+- test_processor_image_audio_end_to_end (the slowest: processor, vision and audio towers on base and OUT) runs on
+  one variant per id space, tokenizer-file style and processor-file style: small-pad64-processor-save (small, files
+  as transformers 5 saves them, processor_config.json saved by processor.save_pretrained), small-untied-base (small,
+  transformers 4.5x tokenizer files) and real-bf16-resized-v4tok (the real 262,400-id space with the published
+  special ids). What the other variants vary (resize or not, padding, tied or untied lm_head, float32) changes the
+  vocabulary rows and the lm_head, which every variant's row and logit checks cover; the vision and audio towers
+  are the input's bytes (test_all_other_rows_and_tensors) and the processor's ids on OUT agree with the config on
+  every variant (test_out_processor, test_out_tokenizer_transformers).
+- test_rewrite_is_idempotent runs on the small variants and real-bf16-resized-v4tok: what real-f32-untie-pad128
+  varies besides the id space (untie on extend, padding, transformers 5 config and tokenizer files) is each in a
+  small variant, and the real id space is in real-bf16-resized-v4tok.
+- Rules about files rather than the model moved to the fast suite on synthetic checkpoints: "a dry run writes
+  nothing" (test_writer.py::test_dry_run_writes_nothing, which also checks the dry run reports what the real run
+  does, and test_cli.py::test_rewrite_dry_run_writes_nothing), "an existing destination is refused and left as it
+  was" (test_writer.py::test_existing_output_needs_force). "The input is byte-identical afterwards" runs here on
+  small-pad64-processor-save only (the one variant whose processor files transformers 5 saved); every synthetic
+  rewrite checks it for the other file kinds (test_rows.py, and test_broken_inputs.py for 180 broken inputs).
+The checks on the fixtures themselves (the bases are consistent, their per-layer table matters) are in
+tests/test_fixtures.py.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import NEW_TOKENS, Case, hash_tree, load_model
-from fixtures import REFERENCE, tiny
-
-EMBED = "model.language_model.embed_tokens.weight"
-PER_LAYER = "model.language_model.embed_tokens_per_layer.weight"
-LM_HEAD = "lm_head.weight"
-VOCAB_TENSORS = {EMBED, PER_LAYER, LM_HEAD}
-SPECIAL_FIELDS = ["boi_token_id", "eoi_token_id", "image_token_id", "boa_token_id", "eoa_token_id", "audio_token_id"]
-SPECIAL_STRINGS = {
-    "boi_token_id": "<start_of_image>",
-    "eoi_token_id": "<end_of_image>",
-    "image_token_id": "<image_soft_token>",
-    "boa_token_id": "<start_of_audio>",
-    "eoa_token_id": "<end_of_audio>",
-    "audio_token_id": "<audio_soft_token>",
-}
-
-
-def _json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+from conftest import NEW_TOKENS, VARIANTS, Case, load_model, load_processor, loading_info, on_variants
+from fixtures import tiny
+from fixtures.helpers import EMBED, LM_HEAD, PER_LAYER, SPECIAL_TOKENS, VOCAB_TENSORS, hash_tree, read_json
 
 
 def _text(cfg: dict) -> dict:
@@ -70,74 +82,8 @@ def _mapped_logits_close(case: Case, out_logits: torch.Tensor, base_logits: torc
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# the fixtures themselves (independent of the core)
+# the extended input
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def test_base_per_layer_table_matters(base_factory):
-    """A fresh random Gemma 3n ignores per-layer rows; tiny.build_base must not (incl. row 0 for mm ids)."""
-    from transformers import Gemma3nForConditionalGeneration
-
-    base = base_factory("small")
-    model = Gemma3nForConditionalGeneration.from_pretrained(base).eval()  # fresh copy: it is mutated below
-    s = tiny.get_id_space("small").special_ids()
-    ids = torch.tensor([[2, 40, 41, 42, s["boi_token_id"], s["image_token_id"], s["eoi_token_id"], 50,
-                         s["boa_token_id"], s["audio_token_id"], s["eoa_token_id"], 60]])
-    table = model.model.language_model.embed_tokens_per_layer.weight
-    mm_positions = [5, 6, 9, 10]
-    with torch.no_grad():
-        ref = model(input_ids=ids).logits
-        for row, positions in ((41, [2]), (0, mm_positions)):
-            saved = table[row].clone()
-            table[row] = torch.randn(table.shape[1], generator=torch.Generator().manual_seed(row)) * saved.std()
-            changed = (model(input_ids=ids).logits - ref).abs().amax(-1)[0]
-            table[row] = saved
-            for p in positions:
-                assert changed[p] > 1e-2, f"per-layer row {row} does not reach position {p}: {changed.tolist()}"
-
-
-def test_base_files_are_consistent(base_factory):
-    """Base tokenizer (tokenizers, transformers, sentencepiece), processor and config agree on every id."""
-    import sentencepiece as spm
-    from tokenizers import Tokenizer
-    from transformers import AutoProcessor, AutoTokenizer, Gemma3nForConditionalGeneration
-
-    base = base_factory("small")
-    sp = tiny.get_id_space("small")
-    strings = tiny.base_token_strings(sp)
-    tk = Tokenizer.from_file(str(base / "tokenizer.json"))
-    assert tk.get_vocab_size(with_added_tokens=True) == sp.vocab_size
-    assert all(tk.token_to_id(s) == i for i, s in enumerate(strings))
-    spp = spm.SentencePieceProcessor(model_file=str(base / "tokenizer.model"))
-    assert spp.get_piece_size() == sp.vocab_size
-    assert all(spp.id_to_piece(i) == s for i, s in enumerate(strings))
-    tok = AutoTokenizer.from_pretrained(base)
-    assert len(tok) == sp.vocab_size
-    cfg = _json(base / "config.json")
-    for f, s in SPECIAL_STRINGS.items():
-        assert tok.convert_tokens_to_ids(s) == cfg[f]
-        assert tok(s, add_special_tokens=False).input_ids == [cfg[f]]
-    proc = AutoProcessor.from_pretrained(base)
-    assert (proc.image_token_id, proc.audio_token_id) == (cfg["image_token_id"], cfg["audio_token_id"])
-    _, info = Gemma3nForConditionalGeneration.from_pretrained(base, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-
-
-def test_real_base_tokenizer_config_is_the_released_one(base_factory):
-    base = base_factory("real", "bfloat16")
-    assert (base / "tokenizer_config.json").read_bytes() == (REFERENCE / "tokenizer_config.json").read_bytes()
-    assert (base / "special_tokens_map.json").read_bytes() == (REFERENCE / "special_tokens_map.json").read_bytes()
-    assert (base / "chat_template.jinja").read_bytes() == (REFERENCE / "chat_template.jinja").read_bytes()
-    ref_cfg, cfg = _json(REFERENCE / "config.json"), _json(base / "config.json")
-    for f in SPECIAL_FIELDS + ["eos_token_id"]:
-        assert cfg[f] == ref_cfg[f]
-    for sub in ("text_config", "audio_config", "vision_config"):
-        assert set(cfg[sub]) == set(ref_cfg[sub]), sub
-    assert set(cfg) == set(ref_cfg)
-    for key in ("vocab_size", "vocab_size_per_layer_input"):
-        assert cfg["text_config"][key] == ref_cfg["text_config"][key]
-    for sub in ("audio_config", "vision_config"):
-        assert cfg[sub]["vocab_offset"] == ref_cfg[sub]["vocab_offset"]
 
 
 def test_extended_the_user_way(case: Case):
@@ -148,7 +94,7 @@ def test_extended_the_user_way(case: Case):
     assert len(tok) == case.T + case.V + case.A + case.k
     assert tok.convert_tokens_to_ids(NEW_TOKENS) == case.new_ids_old
     ts = tiny.read_tensors(case.extended)
-    cfg = _json(case.extended / "config.json")
+    cfg = read_json(case.extended / "config.json")
     full = case.T + case.V + case.A
     if case.variant.resize:
         rows = full + case.k
@@ -180,15 +126,19 @@ def test_bug_is_real(case: Case):
 
 
 def test_rewrite_reports_change_and_writes_vocabfix_json(case: Case):
+    """The rewrite changes every variant, and the record's id map (what users remap their data with) is pi."""
     assert case.report.changed is True
-    assert (case.out / "vocabfix.json").is_file()
-    _json(case.out / "vocabfix.json")
+    record = read_json(case.out / "vocabfix.json")
+    ranges = sorted(record["id_map"], key=lambda r: r["old_start"])
+    assert ranges[0]["old_start"] == 0 and ranges[-1]["old_stop"] == case.ids.total
+    for r in ranges:
+        olds = range(r["old_start"], r["old_stop"])
+        assert [case.pi(o) for o in olds] == list(range(r["new_start"], r["new_start"] + len(olds))), r
+    assert all(a["old_stop"] == b["old_start"] for a, b in zip(ranges, ranges[1:], strict=False)), ranges
 
 
 def test_out_loads_in_stock_transformers(case: Case):
-    from transformers import Gemma3nForConditionalGeneration
-
-    _, info = Gemma3nForConditionalGeneration.from_pretrained(case.out, output_loading_info=True)
+    info = loading_info(case.out)  # from_pretrained(OUT, output_loading_info=True), the load the other tests use
     assert not info["missing_keys"], info["missing_keys"]
     assert not info["unexpected_keys"], info["unexpected_keys"]
     assert not info["mismatched_keys"], info["mismatched_keys"]
@@ -196,7 +146,7 @@ def test_out_loads_in_stock_transformers(case: Case):
 
 
 def test_out_layout_fields(case: Case):
-    cfg = _json(case.out / "config.json")
+    cfg = read_json(case.out / "config.json")
     T, V, A, k = case.T, case.V, case.A, case.k
     assert _text(cfg)["vocab_size"] == T + k + V + A
     assert _text(cfg)["vocab_size_per_layer_input"] == T + k
@@ -222,15 +172,9 @@ def _diff_json(a, b, path=""):
 
 def test_config_json_changes_only_layout_fields(case: Case):
     """config.json is edited in place: every other key and value stays exactly as it was."""
-    src, out = _json(case.extended / "config.json"), _json(case.out / "config.json")
-    T, V, A, k = case.T, case.V, case.A, case.k
-    expected_changes = {
-        "text_config.vocab_size": T + k + V + A,
-        "text_config.vocab_size_per_layer_input": T + k,
-        "vision_config.vocab_offset": T + k,
-        "audio_config.vocab_offset": T + k + V,
-    }
-    for f in SPECIAL_FIELDS:
+    src, out = read_json(case.extended / "config.json"), read_json(case.out / "config.json")
+    expected_changes = case.ids.config_after()
+    for f in list(SPECIAL_TOKENS):
         expected_changes[f] = case.pi(src[f])
     for path, before, after in _diff_json(src, out):
         assert path in expected_changes, f"{path} changed: {before!r} -> {after!r}"
@@ -239,7 +183,7 @@ def test_config_json_changes_only_layout_fields(case: Case):
 
 
 def test_generation_config_ids_mapped(case: Case):
-    src, out = _json(case.extended / "generation_config.json"), _json(case.out / "generation_config.json")
+    src, out = read_json(case.extended / "generation_config.json"), read_json(case.out / "generation_config.json")
     assert set(src) == set(out)
     for key, value in src.items():
         if key.endswith("token_id"):
@@ -250,7 +194,7 @@ def test_generation_config_ids_mapped(case: Case):
 
 
 def test_forward_with_new_and_multimodal_tokens(case: Case):
-    cfg = _json(case.out / "config.json")
+    cfg = read_json(case.out / "config.json")
     model = load_model(case.out)
     ids = [2, *case.new_ids_new, 41]
     ids += [cfg[f] for f in ("boi_token_id", "image_token_id", "eoi_token_id", "boa_token_id", "audio_token_id",
@@ -262,33 +206,34 @@ def test_forward_with_new_and_multimodal_tokens(case: Case):
     assert torch.isfinite(logits.float()).all()
 
 
+def _old_token_logits(case: Case, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(OUT's logits, the base's logits) on an old-token sequence, OUT's input ids mapped through pi."""
+    seq = _old_token_sequence(case)
+    with torch.no_grad():
+        want = load_model(case.base, dtype)(input_ids=torch.tensor([seq])).logits
+        got = load_model(case.out, dtype)(input_ids=torch.tensor([[case.pi(i) for i in seq]])).logits
+    return got, want
+
+
 def test_logits_equal_base_on_old_tokens(case: Case):
-    """Old-token sequences: OUT's logits == the ORIGINAL base's, ids and vocabulary columns mapped through pi."""
-    base = load_model(case.base, torch.float32)
-    out = load_model(case.out, torch.float32)
-    seq = _old_token_sequence(case)
-    with torch.no_grad():
-        want = base(input_ids=torch.tensor([seq])).logits
-        got = out(input_ids=torch.tensor([[case.pi(i) for i in seq]])).logits
-    _mapped_logits_close(case, got, want, atol=1e-5)
+    """Old-token sequences: OUT's logits == the ORIGINAL base's, ids and vocabulary columns mapped through pi.
 
-
-def test_native_dtype_forward_matches_base(case: Case):
-    """Same check in the checkpoint's own dtype (for bf16 variants: bf16 compute)."""
-    base = load_model(case.base)
-    out = load_model(case.out)
-    assert out.dtype == getattr(torch, case.variant.dtype)
-    seq = _old_token_sequence(case)
-    with torch.no_grad():
-        want = base(input_ids=torch.tensor([seq])).logits
-        got = out(input_ids=torch.tensor([[case.pi(i) for i in seq]])).logits
+    In the checkpoint's own dtype (OUT loads in it by default; bf16 compute for bf16) exactly, and for a checkpoint
+    that is not float32 also in float32 (to 1e-5); for a float32 one that is the same computation as the first."""
+    assert load_model(case.out).dtype == getattr(torch, case.variant.dtype)
+    got, want = _old_token_logits(case, None)
     _mapped_logits_close(case, got, want, atol=0.0)
+    if case.variant.dtype != "float32":
+        got, want = _old_token_logits(case, torch.float32)
+        _mapped_logits_close(case, got, want, atol=1e-5)
 
 
+@on_variants("small-pad64-processor-save", "small-untied-base", "real-bf16-resized-v4tok")
 def test_processor_image_audio_end_to_end(case: Case):
-    """Processor (chat template, image + audio) on base and OUT: ids map through pi, logits agree."""
+    """Processor (chat template, image + audio) on base and OUT: ids map through pi, logits agree.
+
+    On one variant per id space, tokenizer-file style and processor-file style (see the module docstring)."""
     from PIL import Image
-    from transformers import AutoProcessor
 
     rng = np.random.default_rng(0)
     image = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8))
@@ -296,7 +241,7 @@ def test_processor_image_audio_end_to_end(case: Case):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "audio"}, {"type": "text", "text": "hi"}]}]
     inputs = {}
     for name, path in (("base", case.base), ("out", case.out)):
-        proc = AutoProcessor.from_pretrained(path)
+        proc = load_processor(path)
         text = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs[name] = proc(text=text, images=image, audio=wave, return_tensors="pt")
     base_ids, out_ids = inputs["base"]["input_ids"][0].tolist(), inputs["out"]["input_ids"][0].tolist()
@@ -338,7 +283,7 @@ def test_all_other_rows_and_tensors(case: Case):
     for name in [EMBED] + ([LM_HEAD] if LM_HEAD in src else []):
         assert out[name].shape == (T + k + V + A, src[name].shape[1]), name
         old = torch.arange(T + V + A)
-        new = torch.tensor([case.pi(int(j)) for j in old])
+        new = torch.tensor([case.pi(j) for j in range(T + V + A)])  # (not over `old`: 262k tensor items are slow)
         assert torch.equal(out[name][new], src[name][old]), name
     assert out[PER_LAYER].shape == (T + k, src[PER_LAYER].shape[1])
     assert torch.equal(out[PER_LAYER][:T], src[PER_LAYER][:T])
@@ -350,13 +295,13 @@ def test_all_other_rows_and_tensors(case: Case):
 def test_out_tokenizer_transformers(case: Case):
     from transformers import AutoTokenizer
 
-    cfg = _json(case.out / "config.json")
+    cfg = read_json(case.out / "config.json")
     tok = AutoTokenizer.from_pretrained(case.out)
     assert len(tok) == case.T + case.k + case.V + case.A
     for s, new in zip(NEW_TOKENS, case.new_ids_new, strict=True):
         assert tok.convert_tokens_to_ids(s) == new, s
         assert tok(s, add_special_tokens=False).input_ids == [new], s
-    for f, s in SPECIAL_STRINGS.items():
+    for f, s in SPECIAL_TOKENS.items():
         assert tok.convert_tokens_to_ids(s) == cfg[f] == case.pi(_base_special_ids(case)[f]), s
         assert tok(s, add_special_tokens=False).input_ids == [cfg[f]], s
     for attr, f in (("image_token_id", "image_token_id"), ("audio_token_id", "audio_token_id"),
@@ -380,7 +325,7 @@ def test_out_tokenizer_json(case: Case):
     for s, new in zip(NEW_TOKENS, case.new_ids_new, strict=True):
         assert tk.token_to_id(s) == new
         assert tk.encode(s, add_special_tokens=False).ids == [new]
-    data = _json(case.out / "tokenizer.json")
+    data = read_json(case.out / "tokenizer.json")
     ids = [t["id"] for t in data["added_tokens"]]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert max(list(data["model"]["vocab"].values()) + ids) < case.T + case.k + case.V + case.A
@@ -403,7 +348,7 @@ def test_out_sentencepiece_model(case: Case):
 
 def test_out_tokenizer_config_files(case: Case):
     """tokenizer_config.json added_tokens_decoder, added_tokens.json, special_tokens_map.json follow pi."""
-    src_cfg, out_cfg = _json(case.extended / "tokenizer_config.json"), _json(case.out / "tokenizer_config.json")
+    src_cfg, out_cfg = read_json(case.extended / "tokenizer_config.json"), read_json(case.out / "tokenizer_config.json")
     if "added_tokens_decoder" in src_cfg:
         src_dec, out_dec = src_cfg["added_tokens_decoder"], out_cfg["added_tokens_decoder"]
         assert len(out_dec) == len(src_dec)
@@ -413,7 +358,7 @@ def test_out_tokenizer_config_files(case: Case):
     for key in set(src_cfg) - {"added_tokens_decoder"}:
         assert out_cfg.get(key) == src_cfg[key], key
     if (case.extended / "added_tokens.json").exists():
-        src_at, out_at = _json(case.extended / "added_tokens.json"), _json(case.out / "added_tokens.json")
+        src_at, out_at = read_json(case.extended / "added_tokens.json"), read_json(case.out / "added_tokens.json")
         assert out_at == {s: case.pi(i) for s, i in src_at.items()}
     for name in ("special_tokens_map.json", "chat_template.jinja", "processor_config.json",
                  "preprocessor_config.json"):
@@ -422,17 +367,17 @@ def test_out_tokenizer_config_files(case: Case):
 
 
 def test_out_processor(case: Case):
-    from transformers import AutoProcessor
-
-    cfg = _json(case.out / "config.json")
-    proc = AutoProcessor.from_pretrained(case.out)
+    cfg = read_json(case.out / "config.json")
+    proc = load_processor(case.out)  # AutoProcessor.from_pretrained(OUT)
     assert type(proc).__name__ == "Gemma3nProcessor"
     assert proc.image_token_id == cfg["image_token_id"]
     assert proc.audio_token_id == cfg["audio_token_id"]
     assert proc.tokenizer.convert_tokens_to_ids(proc.boi_token) == cfg["boi_token_id"]
 
 
+@on_variants(*[v.name for v in VARIANTS if v.id_space == "small"], "real-bf16-resized-v4tok")
 def test_rewrite_is_idempotent(case: Case):
+    """Rewriting OUT again changes nothing. Not on real-f32-untie-pad128: see the module docstring."""
     from gemma3n_vocabfix import rewrite_checkpoint
 
     out2 = case.root / "out2"
@@ -442,32 +387,12 @@ def test_rewrite_is_idempotent(case: Case):
     assert set(a) == set(b)
     assert all(torch.equal(a[n], b[n]) and a[n].dtype == b[n].dtype for n in a)
     for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
-        assert _json(out2 / name) == _json(case.out / name), name
+        assert read_json(out2 / name) == read_json(case.out / name), name
     assert (out2 / "tokenizer.model").read_bytes() == (case.out / "tokenizer.model").read_bytes()
 
 
-def test_dry_run_writes_nothing(case: Case):
-    from gemma3n_vocabfix import rewrite_checkpoint
-
-    dst = case.root / "dry"
-    report = rewrite_checkpoint(case.extended, dst, dry_run=True)
-    assert report.changed is True
-    assert not dst.exists()
-
-
-def test_existing_destination_is_refused(case: Case):
-    from gemma3n_vocabfix import VocabfixError, rewrite_checkpoint
-
-    dst = case.root / "occupied"
-    dst.mkdir()
-    (dst / "keep.txt").write_text("mine")
-    with pytest.raises(VocabfixError):
-        rewrite_checkpoint(case.extended, dst)
-    assert sorted(p.name for p in dst.iterdir()) == ["keep.txt"]
-    assert (dst / "keep.txt").read_text() == "mine"
-
-
+@on_variants("small-pad64-processor-save")
 def test_input_is_byte_identical(case: Case):
-    """Runs after the rewrites above (same case, later in the file): the input folder never changes."""
+    """Runs after the rewrites above: the input folder never changes. One variant: see the module docstring."""
     _ = case.out
     assert hash_tree(case.extended) == case.extended_hash

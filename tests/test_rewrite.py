@@ -220,9 +220,14 @@ def test_audio_before_vision_is_reordered(tmp_path: Path) -> None:
 
 
 def test_dry_run_writes_nothing(extended: Path, tmp_path: Path) -> None:
+    """A dry run writes nothing, and reports what the real run then does."""
     report = rewrite_checkpoint(extended, tmp_path / "out", dry_run=True)
     assert report.changed and not (tmp_path / "out").exists()
     assert list(tmp_path.iterdir()) == [extended]
+    dry = report.to_dict()
+    real = rewrite_checkpoint(extended, tmp_path / "out").to_dict()
+    assert (dry.pop("dry_run"), real.pop("dry_run")) == (True, False)
+    assert dry == real
 
 
 @pytest.mark.parametrize("where", ["same", "inside", "parent"])
@@ -237,6 +242,8 @@ def test_existing_output_needs_force(extended: Path, tmp_path: Path) -> None:
     (tmp_path / "out" / "old.txt").write_text("x")
     with pytest.raises(VocabfixError, match="already exists"):
         rewrite_checkpoint(extended, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]  # refused: left as it was
+    assert (tmp_path / "out" / "old.txt").read_text() == "x"
     rewrite_checkpoint(extended, tmp_path / "out", force=True)
     assert not (tmp_path / "out" / "old.txt").exists()
     assert (tmp_path / "out" / "vocabfix.json").exists()
