@@ -1,22 +1,17 @@
-"""Property tests for the id map and the row plan: arithmetic on ranges, checked against plain lists."""
+"""The old->new id map (gemma3n_vocabfix/id_map.py, layout.build_id_map): property tests over every small layout,
+against the oracle of tests/fixtures/oracle.py (the layout doc's π, and the target order for any input order).
+The row plan built on it is in test_rows.py."""
 
 from __future__ import annotations
 
+from fixtures.oracle import DocLayout, target_order
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gemma3n_vocabfix.id_map import IdMap, IdRange
-from gemma3n_vocabfix.layout import TableRole, build_id_map
-from gemma3n_vocabfix.rows import CopyRows, MeanRows
+from gemma3n_vocabfix.layout import build_id_map
 
 sizes = st.integers(min_value=0, max_value=40)
-
-
-def expected_order(total: int, vision: tuple[int, int], audio: tuple[int, int]) -> list[int]:
-    """Old ids listed in their new order: text ids in order, then vision, then audio."""
-    mm = set(range(vision[0], sum(vision))) | set(range(audio[0], sum(audio)))
-    text = [i for i in range(total) if i not in mm]
-    return text + list(range(vision[0], sum(vision))) + list(range(audio[0], sum(audio)))
 
 
 @given(text=sizes, v=sizes, a=sizes, k=sizes, audio_first=st.booleans())
@@ -24,7 +19,7 @@ def test_id_map_is_the_stable_reordering(text: int, v: int, a: int, k: int, audi
     vision, audio = ((text + a, v), (text, a)) if audio_first else ((text, v), (text + v, a))
     total = text + v + a + k
     id_map = build_id_map(total, vision, audio)
-    order = expected_order(total, vision, audio)
+    order = target_order(total, vision, audio)
     assert [id_map(old) for old in order] == list(range(total))
     assert [id_map.inverse(new) for new in range(total)] == order
 
@@ -32,9 +27,9 @@ def test_id_map_is_the_stable_reordering(text: int, v: int, a: int, k: int, audi
 @given(text=sizes, v=sizes, a=sizes, k=sizes)
 def test_id_map_matches_the_doc_formula(text: int, v: int, a: int, k: int) -> None:
     id_map = build_id_map(text + v + a + k, (text, v), (text + v, a))
-    for old in range(text + v + a + k):
-        want = old if old < text else old + k if old < text + v + a else old - v - a
-        assert id_map(old) == want
+    ids = DocLayout(text, v, a, k)
+    assert [id_map(old) for old in range(ids.total)] == [ids.pi(old) for old in range(ids.total)]
+    assert [id_map.inverse(new) for new in range(ids.total)] == [ids.inverse(new) for new in range(ids.total)]
 
 
 def test_id_map_rejects_gaps() -> None:
@@ -43,29 +38,3 @@ def test_id_map_rejects_gaps() -> None:
     except ValueError:
         return
     raise AssertionError("a gap in the old ids was accepted")
-
-
-class _Tensor:
-    def __init__(self, rows: int):
-        self.rows, self.shape, self.name = rows, (rows, 2), "t"
-
-
-@given(text=st.integers(1, 30), v=sizes, a=sizes, k=sizes, rows_delta=st.integers(-20, 20),
-       role=st.sampled_from([TableRole.EMBED_TOKENS, TableRole.PER_LAYER]))
-def test_table_plan_reads_the_row_of_each_old_id(text, v, a, k, rows_delta, role) -> None:
-    from gemma3n_vocabfix.layout import Layout, VocabTable
-    from gemma3n_vocabfix.rows import plan_table
-    from gemma3n_vocabfix.tokenizer_files import TokenizerIds
-
-    total = text + v + a + k
-    id_map = build_id_map(total, (text, v), (text + v, a))
-    rows_in = max(0, (total if role is TableRole.EMBED_TOKENS else text) + rows_delta)
-    layout = Layout(text, v, text + v, a, total, text, TokenizerIds(total, {}))
-    plan = plan_table(VocabTable(_Tensor(rows_in), role), layout)
-    produced = []
-    for seg in plan.segments:
-        produced += (list(range(seg.first_row, seg.first_row + seg.count)) if isinstance(seg, CopyRows)
-                     else ["mean"] * seg.count if isinstance(seg, MeanRows) else [])
-    rows_out = total if role is TableRole.EMBED_TOKENS else text + k
-    want = [id_map.inverse(r) for r in range(rows_out)]
-    assert produced == [old if old < rows_in else "mean" for old in want]

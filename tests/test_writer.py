@@ -1,0 +1,159 @@
+"""Output-folder rules (gemma3n_vocabfix/writer.py, and rewrite.check_output_path, which checks OUT first): OUT must
+not exist (--force replaces it, and keeps the old one when the new one cannot take its place), must not overlap IN,
+is built in a hidden folder beside it and renamed into place, so a failure leaves nothing; a dry run writes nothing;
+the written shards, index and single-file checkpoints are consistent; other files (also in symlinked subfolders)
+are copied; OUT's mode follows the umask. On synthetic checkpoints (tests/fixtures/synthetic.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.helpers import EMBED, PER_LAYER, A, T, V, numpy_tensors
+from fixtures.oracle import DocLayout
+from fixtures.synthetic import build, row_values
+from safetensors.numpy import load_file
+
+from gemma3n_vocabfix import rewrite_checkpoint
+from gemma3n_vocabfix.errors import OutputError, VocabfixError
+
+NEW = ["<new_a>", "<new_b>", "domainword"]
+K = len(NEW)
+IDS = DocLayout(T, V, A, K)
+
+
+@pytest.fixture
+def extended(tmp_path: Path) -> Path:
+    return build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+
+
+def test_dry_run_writes_nothing(extended: Path, tmp_path: Path) -> None:
+    """A dry run writes nothing, and reports what the real run then does."""
+    report = rewrite_checkpoint(extended, tmp_path / "out", dry_run=True)
+    assert report.changed and not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == [extended]
+    dry = report.to_dict()
+    real = rewrite_checkpoint(extended, tmp_path / "out").to_dict()
+    assert (dry.pop("dry_run"), real.pop("dry_run")) == (True, False)
+    assert dry == real
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_output_may_not_overlap_the_input(extended: Path, where: str) -> None:
+    dst = {"same": extended, "inside": extended / "fixed", "parent": extended.parent}[where]
+    with pytest.raises(VocabfixError):
+        rewrite_checkpoint(extended, dst, force=True)
+
+
+def test_existing_output_needs_force(extended: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("x")
+    with pytest.raises(VocabfixError, match="already exists"):
+        rewrite_checkpoint(extended, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]  # refused: left as it was
+    assert (tmp_path / "out" / "old.txt").read_text() == "x"
+    rewrite_checkpoint(extended, tmp_path / "out", force=True)
+    assert not (tmp_path / "out" / "old.txt").exists()
+    assert (tmp_path / "out" / "vocabfix.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]
+
+
+def test_failure_leaves_no_output(extended: Path, tmp_path: Path, monkeypatch) -> None:
+    from gemma3n_vocabfix import writer
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer, "_write_table", boom)
+    with pytest.raises(VocabfixError, match="disk full"):
+        rewrite_checkpoint(extended, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext"]
+
+
+def test_force_keeps_the_old_output_when_the_final_rename_fails(extended: Path, tmp_path: Path, monkeypatch) -> None:
+    """--force moves the old OUT aside; if the new one cannot take its place, the old one is put back."""
+    from gemma3n_vocabfix import writer
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("keep me")
+    real_rename = writer.os.rename
+
+    def rename(src, dst):
+        if str(src).endswith(".vocabfix-partial"):
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(writer.os, "rename", rename)
+    with pytest.raises(VocabfixError, match="left as it was"):
+        rewrite_checkpoint(extended, tmp_path / "out", force=True)
+    assert (tmp_path / "out" / "old.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]  # no hidden stage or aside folder
+
+
+def test_index_matches_the_written_shards(extended: Path, tmp_path: Path) -> None:
+    rewrite_checkpoint(extended, tmp_path / "out")
+    out = tmp_path / "out"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    sizes, where = 0, {}
+    for f in sorted(out.glob("*.safetensors")):
+        for name, array in load_file(str(f)).items():
+            sizes += array.nbytes
+            where[name] = f.name
+    assert index["metadata"]["total_size"] == sizes
+    assert index["weight_map"] == where
+
+
+def test_single_file_checkpoint(tmp_path: Path) -> None:
+    """`model.safetensors` without an index: rewritten in place of the single file, no index invented."""
+    from safetensors.numpy import save_file
+
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    merged = numpy_tensors(src)
+    for f in list(src.glob("model*")):
+        f.unlink()
+    save_file(merged, str(src / "model.safetensors"), metadata={"format": "pt"})
+    rewrite_checkpoint(src, tmp_path / "out")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("model*")) == ["model.safetensors"]
+    got = load_file(str(out / "model.safetensors"))
+    np.testing.assert_array_equal(got[EMBED], row_values(IDS.old_ids_in_new_order()))
+    assert got[PER_LAYER].shape == (T + K, 8)
+
+
+def test_output_under_a_file_is_an_output_error(tmp_path: Path) -> None:
+    """OUT whose parent is a file: one clear OutputError (exit 2), not an unexpected FileExistsError."""
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=["<a>"])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(OutputError, match="a_file"):
+        rewrite_checkpoint(src, tmp_path / "a_file" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "ext"]
+
+
+def test_files_in_a_symlinked_subfolder_are_copied(tmp_path: Path) -> None:
+    """A subfolder that is a symlink (its files, not only HF-cache file symlinks) must not be silently dropped."""
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=["<a>"])
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "notes.txt").write_text("keep me\n")
+    os.symlink(assets, src / "assets")
+    os.symlink("..", assets / "loop")  # a link back up must not recurse forever
+    rewrite_checkpoint(src, tmp_path / "out")
+    assert (tmp_path / "out" / "assets" / "notes.txt").read_text() == "keep me\n"
+    vision_offset = json.loads((tmp_path / "out" / "config.json").read_text())["vision_config"]["vocab_offset"]
+    assert vision_offset == DocLayout(T, V, A, 1).vision_new[0]  # and the rest was rewritten
+
+
+def test_output_folder_mode_follows_the_umask(tmp_path: Path) -> None:
+    """OUT is made like save_pretrained's folders (0777 & ~umask), not 0700 like a tempfile.mkdtemp folder that
+    other users and serving containers cannot read."""
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=["<a>"])
+    old = os.umask(0o022)
+    try:
+        rewrite_checkpoint(src, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
