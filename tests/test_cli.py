@@ -1,4 +1,7 @@
-"""The command line contract: exit codes read from the error, Ctrl-C, the output path checked first, --format.
+"""The command line contract (gemma3n_vocabfix/cli.py): exit codes read from the error, Ctrl-C, the output path
+checked first, --format; and `vocabfix rewrite` as a user runs it: --json, --dry-run, --force, and one line on
+stderr with exit 2 for each kind of input it cannot use. (`vocabfix inspect`'s output is in test_inspect.py; every
+corrupt-input case of both commands in test_broken_inputs.py.)
 
 Ctrl-C is a real SIGINT sent to a real `vocabfix` process at a fixed point of the work (the process signals itself
 when the writer starts copying, or when inspect reads the checkpoint), under the newest typer installed and under
@@ -14,13 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures.helpers import ROOT, A, T, V, assert_one_line_error, run_cli
+from fixtures.oracle import DocLayout
 from fixtures.synthetic import build
 from typer.testing import CliRunner
 
 from gemma3n_vocabfix import cli
 
-ROOT = Path(__file__).resolve().parents[1]
-T, V, A = 40, 4, 4
 LOWEST_TYPER = ("typer==0.12.0", "typer-slim==0.12.0", "click==8.1.7")  # pyproject: typer>=0.12
 
 # Runs the CLI in this process after arranging for SIGINT to arrive at a chosen function of the core.
@@ -110,10 +113,9 @@ def test_existing_output_is_refused_before_a_hub_download(tmp_path: Path) -> Non
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (tmp_path / "out").mkdir()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"),
-           "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0"}
-    proc = subprocess.run([sys.executable, "-m", "gemma3n_vocabfix.cli", "rewrite", "org/name", str(tmp_path / "out")],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    env = {"HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HUB_OFFLINE": "0"}
+    proc = run_cli("rewrite", "org/name", tmp_path / "out", env=env)
     assert proc.returncode == 2 and "already exists" in proc.stderr, proc.stderr
     assert not (tmp_path / "hf").exists()  # nothing was fetched, not even metadata
 
@@ -137,3 +139,114 @@ def test_rewrite_format_json_and_github(extended: Path, tmp_path: Path) -> None:
     assert github.exit_code == 0 and len(lines) == 1 and lines[0].startswith("::notice title=vocabfix rewrite::")
     assert "move 2 appended tokens" in lines[0]
     assert (tmp_path / "g" / "vocabfix.json").is_file()
+
+
+# --- vocabfix rewrite as a user runs it ---------------------------------------------------------------------------
+
+NEW = ["<new_a>", "<new_b>"]
+IDS = DocLayout(T, V, A, len(NEW))
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A fresh extended checkpoint the test may break."""
+    return build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+
+
+def test_rewrite_json_report(checkpoint: Path, tmp_path: Path) -> None:
+    proc = run_cli("rewrite", checkpoint, tmp_path / "out", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["changed"] is True
+    assert report["appended_tokens"] == IDS.k
+    assert report["layout_after"]["vision"] == list(IDS.vision_new)
+    assert (tmp_path / "out" / "vocabfix.json").is_file()
+
+
+def test_rewrite_human_output_names_the_move(checkpoint: Path, tmp_path: Path) -> None:
+    proc = run_cli("rewrite", checkpoint, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    lo, hi = IDS.appended_new
+    assert f"[{lo}, {hi})" in proc.stdout and "embed_tokens_per_layer" in proc.stdout
+
+
+def test_rewrite_dry_run_writes_nothing(checkpoint: Path, tmp_path: Path) -> None:
+    proc = run_cli("rewrite", checkpoint, tmp_path / "out", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "Dry run" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_released_checkpoint_says_nothing_to_change(tmp_path: Path) -> None:
+    src = build(tmp_path / "released", text=T, vision=V, audio=A)
+    proc = run_cli("rewrite", src, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to change" in proc.stdout
+
+
+def test_existing_output_is_refused_without_force(checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "already exists", "--force")
+    assert run_cli("rewrite", checkpoint, tmp_path / "out", "--force").returncode == 0
+
+
+def test_output_inside_input_is_refused(checkpoint: Path) -> None:
+    assert_one_line_error(run_cli("rewrite", checkpoint, checkpoint / "fixed"), "inside the input")
+    assert not (checkpoint / "fixed").exists()
+
+
+def test_missing_input(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("rewrite", tmp_path / "nope", tmp_path / "out"), "not a folder")
+
+
+def test_not_gemma3n(checkpoint: Path, tmp_path: Path) -> None:
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["model_type"] = "llama"
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "llama", "gemma3n")
+
+
+def test_malformed_config_json(checkpoint: Path, tmp_path: Path) -> None:
+    (checkpoint / "config.json").write_text("{not json")
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "config.json", "not valid JSON")
+
+
+def test_truncated_shard(checkpoint: Path, tmp_path: Path) -> None:
+    shard = checkpoint / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "model-00002-of-00002.safetensors")
+    assert not (tmp_path / "out").exists()
+
+
+def test_garbage_shard_header(checkpoint: Path, tmp_path: Path) -> None:
+    (checkpoint / "model-00001-of-00002.safetensors").write_bytes(b"\xff" * 64)
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "model-00001-of-00002.safetensors")
+
+
+def test_index_naming_a_missing_shard(checkpoint: Path, tmp_path: Path) -> None:
+    (checkpoint / "model-00002-of-00002.safetensors").unlink()
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "missing")
+
+
+def test_no_weights(checkpoint: Path, tmp_path: Path) -> None:
+    for f in checkpoint.glob("model*"):
+        f.unlink()
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "no safetensors")
+
+
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    proc = run_cli("rewrite")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_malformed_tokenizer_entry(checkpoint: Path, tmp_path: Path) -> None:
+    data = json.loads((checkpoint / "tokenizer.json").read_text())
+    del data["added_tokens"][0]["id"]
+    (checkpoint / "tokenizer.json").write_text(json.dumps(data))
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "tokenizer")
+
+
+def test_truncated_sentencepiece_model(checkpoint: Path, tmp_path: Path) -> None:
+    sp = checkpoint / "tokenizer.model"
+    sp.write_bytes(sp.read_bytes()[:-3])
+    assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "tokenizer.model")
