@@ -1,8 +1,9 @@
-"""`vocabfix inspect` on synthetic checkpoints (tests/fixtures/synthetic.py) and on an E4B-shaped one
-(tests/fixtures/e4b_shaped.py).
+"""`vocabfix inspect` (gemma3n_vocabfix/inspect.py, findings.py, routing.py, render_inspect.py) on synthetic
+checkpoints (tests/fixtures/synthetic.py) and on an E4B-shaped one (tests/fixtures/e4b_shaped.py): the findings and
+their codes, routing of each id range and of single tokens, the text / JSON / GitHub renderings, exit codes.
 
 Expected ids and rows come from docs/gemma3n-vocab-layout.md (stock transformers sends every id >= audio_offset to
-embed_audio), not from the code under test.
+embed_audio; the appended range from tests/fixtures/oracle.py), not from the code under test.
 """
 
 from __future__ import annotations
@@ -14,46 +15,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import helpers
 from fixtures.e4b_shaped import build_e4b_shaped
+from fixtures.helpers import INDEX, ROOT, SHARD1, SHARD2, A, T, V, assert_one_line_error
+from fixtures.helpers import run_cli as vocabfix
+from fixtures.oracle import DocLayout
 from fixtures.synthetic import build
 from safetensors.numpy import load_file, save_file
-from typer.testing import CliRunner
 
-from gemma3n_vocabfix import cli, rewrite_checkpoint
-from gemma3n_vocabfix.checkpoint import read_checkpoint, read_tokenizer_json_without_merges
+from gemma3n_vocabfix import rewrite_checkpoint
+from gemma3n_vocabfix.checkpoint import read_checkpoint
 from gemma3n_vocabfix.inspect import inspect_checkpoint
 from gemma3n_vocabfix.render import _gh_data, _gh_property
-from gemma3n_vocabfix.sentencepiece_model import PIECES_FIELD, _records, count_pieces, make_piece
 
-ROOT = Path(__file__).resolve().parents[1]
-
-T, V, A = 40, 4, 4
 NEW = ["<new_a>", "<new_b>", "domainword"]
 K = len(NEW)
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def wide_console():
-    """Rendered tables depend on the width: pin it."""
-    before = cli.stdout.width
-    cli.stdout.width = 200
-    yield
-    cli.stdout.width = before
+IDS = DocLayout(T, V, A, K)
 
 
 def invoke(*args: object):
-    return runner.invoke(cli.app, ["inspect", *map(str, args)])
+    """`vocabfix inspect ARGS` in this process (CliRunner), the console width pinned."""
+    return helpers.invoke("inspect", *args)
 
 
 def codes(result) -> list[str]:
     return [f["code"] for f in json.loads(result.stdout)["findings"]]
-
-
-def vocabfix(*args: object, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real entry point (main), as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "gemma3n_vocabfix.cli", *map(str, args)], capture_output=True,
-                          text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", **(env or {})}, cwd=ROOT)
 
 
 @pytest.fixture
@@ -75,7 +61,8 @@ def test_extended_exits_1_with_the_audio_routing_finding(extended: Path) -> None
     assert result.exit_code == 1, result.output
     assert "VF001" in result.stdout
     # the appended ids T+V+A.. are sent to embed_audio rows A.. of an A-row table
-    assert f"{T + V + A}..{T + V + A + K - 1}" in result.stdout
+    lo, hi = IDS.appended_old
+    assert f"{lo}..{hi - 1}" in result.stdout
     assert f"embed_audio rows {A}..{A + K - 1} (of {A})" in result.stdout
     assert f"vocabfix rewrite {extended} {extended}-vocabfix" in result.stdout
 
@@ -119,10 +106,10 @@ def test_json_parses_and_carries_the_same_findings(extended: Path) -> None:
     found = [f["code"] for f in data["findings"]]
     assert found and all(code in text.stdout for code in found)
     assert json.loads(invoke(extended, "--format", "json").stdout)["findings"] == data["findings"]
-    assert data["layout"]["appended"] == [T + V + A, T + V + A + K]
+    assert data["layout"]["appended"] == list(IDS.appended_old)
     assert data["layout"]["vision"] == [T, T + V] and data["layout"]["audio"] == [T + V, T + V + A]
     vf001 = next(f for f in data["findings"] if f["code"] == "VF001")
-    assert vf001["severity"] == "error" and vf001["details"]["ids"] == [T + V + A, T + V + A + K]
+    assert vf001["severity"] == "error" and vf001["details"]["ids"] == list(IDS.appended_old)
     assert vf001["fix"].startswith("vocabfix rewrite ")
     tensors = {t["role"]: t for t in data["tensors"]}
     assert tensors["embed_tokens"]["rows"] == T + V + A + K and tensors["embed_audio"]["rows"] == A
@@ -143,9 +130,9 @@ def test_padded_tables_warn_and_strict_gates_warnings(tmp_path: Path, released: 
     found = {f["code"]: f for f in data["findings"]}
     assert found["VF006"]["severity"] == "warning" and "VF002" in found
     # a checkpoint whose only finding is a warning: 0, and 1 with --strict
-    index = json.loads((released / "model.safetensors.index.json").read_text())
+    index = json.loads((released / INDEX).read_text())
     del index["weight_map"]["model.language_model.norm.weight"]
-    (released / "model.safetensors.index.json").write_text(json.dumps(index))
+    (released / INDEX).write_text(json.dumps(index))
     assert codes(invoke(released, "--json")) == ["VF013"]
     assert invoke(released).exit_code == 0
     assert invoke(released, "--strict").exit_code == 1
@@ -177,7 +164,7 @@ def test_token_classification(extended: Path) -> None:
                     "--token", "nope-not-a-token", "--token", "<image_soft_token>")
     tokens = json.loads(result.stdout)["tokens"]
     new_b, vision, text, unknown, image = tokens
-    assert new_b["id"] == T + V + A + 1 and new_b["range"] == "appended"
+    assert new_b["id"] == IDS.new_ids_old[1] and new_b["range"] == "appended"
     assert new_b["route"]["table"] == "embed_audio" and new_b["route"]["row"] == A + 1
     assert "IndexError" in new_b["route"]["error"]
     assert vision["range"] == "vision" and vision["route"]["table"] == "embed_vision" and vision["route"]["row"] == 1
@@ -235,26 +222,26 @@ def test_audio_before_vision(extended: Path) -> None:
 
 
 def _index(path: Path) -> dict:
-    return json.loads((path / "model.safetensors.index.json").read_text())
+    return json.loads((path / INDEX).read_text())
 
 
 def _write_index(path: Path, index: dict) -> None:
-    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (path / INDEX).write_text(json.dumps(index))
 
 
 def test_missing_shard(released: Path) -> None:
-    (released / "model-00002-of-00002.safetensors").unlink()
+    (released / SHARD2).unlink()
     data = json.loads(invoke(released, "--json").stdout)
     found = {f["code"]: f for f in data["findings"]}
-    assert found["VF011"]["details"]["shard"] == "model-00002-of-00002.safetensors"
+    assert found["VF011"]["details"]["shard"] == SHARD2
     assert "VF012" in found  # its tensors are listed but in no shard
     assert data["exit_code"] == 1
 
 
 def test_tensor_listed_but_absent_and_misplaced(released: Path) -> None:
     index = _index(released)
-    index["weight_map"]["model.language_model.layers.1.mlp.up_proj.weight"] = "model-00001-of-00002.safetensors"
-    index["weight_map"]["model.language_model.norm.weight"] = "model-00001-of-00002.safetensors"
+    index["weight_map"]["model.language_model.layers.1.mlp.up_proj.weight"] = SHARD1
+    index["weight_map"]["model.language_model.norm.weight"] = SHARD1
     _write_index(released, index)
     found = {f["code"]: f for f in json.loads(invoke(released, "--json").stdout)["findings"]}
     assert found["VF012"]["details"]["tensors"] == ["model.language_model.layers.1.mlp.up_proj.weight"]
@@ -262,7 +249,7 @@ def test_tensor_listed_but_absent_and_misplaced(released: Path) -> None:
 
 
 def test_duplicated_tensor(released: Path) -> None:
-    shard2 = released / "model-00002-of-00002.safetensors"
+    shard2 = released / SHARD2
     tensors = load_file(str(shard2))
     tensors["model.language_model.layers.0.mlp.up_proj.weight"] = np.zeros((3, 4), np.float32)
     save_file(tensors, str(shard2), metadata={"format": "pt"})
@@ -274,21 +261,12 @@ def test_duplicated_tensor(released: Path) -> None:
 # --- errors: one line on stderr, exit 2, through main ----------------------------------------------------------
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_unreadable_inputs_exit_2(extended: Path, tmp_path: Path) -> None:
     assert_one_line_error(vocabfix("inspect", tmp_path / "nope"), "not a folder")
     assert_one_line_error(vocabfix("inspect", extended, "--json", "--format", "github"), "--json")
     assert_one_line_error(vocabfix("inspect", extended, "--revision", "main"), "--revision")
-    (extended / "model-00001-of-00002.safetensors").write_bytes(b"\xff" * 64)
-    assert_one_line_error(vocabfix("inspect", extended, "--json"), "model-00001-of-00002.safetensors")
+    (extended / SHARD1).write_bytes(b"\xff" * 64)
+    assert_one_line_error(vocabfix("inspect", extended, "--json"), SHARD1)
     (extended / "config.json").write_text("{not json")
     assert_one_line_error(vocabfix("inspect", extended), "config.json", "not valid JSON")
     proc = vocabfix("inspect", extended, "--format", "yaml")
@@ -350,46 +328,7 @@ def test_e4b_shaped_extended(e4b) -> None:
     assert token["id"] == 262401 and token["route"]["table"] == "embed_audio" and token["route"]["row"] == 129
 
 
-# --- helpers of the fast path ---------------------------------------------------------------------------------
-
-
-def _json_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "tokenizer.json"
-    path.write_text(text)
-    return path
-
-
-@pytest.mark.parametrize("text, fast", [
-    (json.dumps({"model": {"vocab": {"a": 0, ":": 1}, "merges": [[":", "a"], ["a:b", " :"]]}}, indent=2), True),
-    (json.dumps({"model": {"vocab": {"a": 0}, "merges": ["a b", ": x"]}}, separators=(",", ":")), True),
-    (json.dumps({"model": {"vocab": {}, "merges": [["\":", "x"]]}}), False),  # doubtful: parse all
-    (json.dumps({"model": {"merges": [["a", "b"]], "vocab": {"a": 0}}}), False),  # vocab after merges
-    (json.dumps({"model": {"vocab": {"a": 0}, "merges": [["a", "b"]]}, "post": {"x": [1]}}), False),
-    ('{"model": {"vocab": {"a": 0}, "merges": [["a","b"]], "z"  \n :  [["q"]]}}', False),
-])
-def test_tokenizer_json_without_merges(tmp_path: Path, text: str, fast: bool) -> None:
-    path = _json_file(tmp_path, text)
-    got, span = read_tokenizer_json_without_merges(path)
-    full = json.loads(text)
-    assert (span is not None) == fast
-    if fast:
-        raw = path.read_bytes()
-        assert json.loads(raw[span[0]:span[1]]) == full["model"]["merges"]
-        full["model"]["merges"] = []
-    assert got == full
-
-
-def test_tokenizer_json_without_merges_on_a_tokenizers_file(extended: Path) -> None:
-    got, _ = read_tokenizer_json_without_merges(extended / "tokenizer.json")
-    full = json.loads((extended / "tokenizer.json").read_text())
-    full["model"]["merges"] = []
-    assert got == full
-
-
-def test_count_pieces_matches_the_record_walk() -> None:
-    model = b"".join(make_piece(p) for p in ["a", "x" * 200, "<b>", "\u2581" * 60]) + b"\x12\x03abc" + make_piece("z")
-    expected = sum(1 for f, w, *_ in _records(model) if f == PIECES_FIELD and w == 2)
-    assert count_pieces(model) == expected == 5
+# --- rendering and the core API -------------------------------------------------------------------------------
 
 
 def test_github_escaping() -> None:

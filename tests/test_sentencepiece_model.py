@@ -1,4 +1,5 @@
-"""tokenizer.model renumbering at the protobuf wire level, checked with the sentencepiece library."""
+"""tokenizer.model (gemma3n_vocabfix/sentencepiece_model.py) at the protobuf wire level: renumbering its pieces and
+counting them, checked with the sentencepiece library."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 from gemma3n_vocabfix.layout import build_id_map
-from gemma3n_vocabfix.sentencepiece_model import count_pieces, renumber_pieces
+from gemma3n_vocabfix.sentencepiece_model import PIECES_FIELD, _records, count_pieces, make_piece, renumber_pieces
 
 PIECES = ["<pad>", "<eos>", "<bos>", "<unk>", "a", "b", "c", "<img>", "<aud>"]  # text 0..6, vision 7, audio 8
 
@@ -69,3 +70,9 @@ def test_a_full_model_keeps_its_multimodal_pieces_behind_the_new_tokens(tmp_path
     out = renumber_pieces(model_bytes(PIECES), id_map, {7: "<x>", 8: "<y>"}, text_size=9)
     sp = load(out, tmp_path)
     assert [sp.id_to_piece(i) for i in range(sp.get_piece_size())] == PIECES[:7] + ["<x>", "<y>", "<img>", "<aud>"]
+
+
+def test_count_pieces_matches_the_record_walk() -> None:
+    model = b"".join(make_piece(p) for p in ["a", "x" * 200, "<b>", "\u2581" * 60]) + b"\x12\x03abc" + make_piece("z")
+    expected = sum(1 for f, w, *_ in _records(model) if f == PIECES_FIELD and w == 2)
+    assert count_pieces(model) == expected == 5
