@@ -8,7 +8,6 @@ another, each with its own stdout / stderr, so a hundred command lines cost one 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import select
@@ -21,17 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.helpers import EMBED, INDEX, PER_LAYER, SHARD1, SHARD2, A, T, V, edit_json, run_cli, snapshot
 from fixtures.synthetic import build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
-T, V, A = 40, 4, 4
 NEW = ["<a>", "<b>"]
-SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
-INDEX = "model.safetensors.index.json"
-EMBED = "model.language_model.embed_tokens.weight"
-PER_LAYER = "model.language_model.embed_tokens_per_layer.weight"
 
 # Runs `vocabfix` command lines read from stdin (one JSON list per line) in this one process and answers each
 # with one JSON line: exit code, stdout, stderr. Anything escaping main() is printed as a traceback on stderr.
@@ -92,13 +87,6 @@ def template(tmp_path_factory) -> Path:
 
 
 # --- helpers that corrupt a checkpoint ---------------------------------------------------------------------------
-
-def edit_json(path: Path, fn: Callable[[object], object]) -> None:
-    """Apply fn to the parsed file; fn edits it in place (what it returns is ignored)."""
-    data = json.loads(path.read_text())
-    fn(data)
-    path.write_text(json.dumps(data))
-
 
 def edit_header(path: Path, fn: Callable[[dict], object] | None, *, raw: bytes | None = None) -> None:
     """Edit a safetensors file's header in place with fn (or replace it by `raw`), keeping the tensor bytes."""
@@ -456,17 +444,6 @@ def _shift_all(header: dict, by: int) -> None:
 
 # --- the contract ---------------------------------------------------------------------------------------------
 
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry below root with its type, mode and content hash: a modified input changes it."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        st_ = path.lstat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() \
-            and st_.st_size < 10 ** 7 else None
-        out[path.relative_to(root).as_posix()] = (st_.st_mode, st_.st_size, digest)
-    return out
-
-
 def check_failure_line(result: dict, what: str) -> None:
     err = result["stderr"]
     assert "Traceback" not in err + result["stdout"], f"{what}: traceback\n{err}"
@@ -575,8 +552,7 @@ def test_the_installed_command_prints_one_line(template: Path, tmp_path: Path, c
     root = fresh(template, tmp_path)
     CASES["tensors overlap"](root)
     args = [str(root)] + ([str(tmp_path / "out")] if command == "rewrite" else [])
-    proc = subprocess.run([sys.executable, "-m", "gemma3n_vocabfix.cli", command, *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    proc = run_cli(command, *args, timeout=60)
     assert proc.returncode == 2, proc.stderr
     check_failure_line({"stdout": proc.stdout, "stderr": proc.stderr}, command)
     assert "overlaps" in proc.stderr and proc.stdout == ""

@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fixtures.helpers import ROOT, SHARD2, A, T, V, lines, run_cli
+from fixtures.oracle import DocLayout
 from fixtures.synthetic import build
 from typer.testing import CliRunner
 
@@ -29,9 +31,8 @@ from gemma3n_vocabfix.errors import VocabfixError
 from gemma3n_vocabfix.hub import is_repo_id, plan_push, resolve_source
 from gemma3n_vocabfix.render import commit_message
 
-ROOT = Path(__file__).resolve().parents[1]
-T, V, A = 40, 4, 4
 NEW = ["<new_a>", "<new_b>", "domainword"]
+IDS = DocLayout(T, V, A, len(NEW))
 runner = CliRunner()
 
 
@@ -276,10 +277,10 @@ class FakeHub:
                     repo = self._repo(m[1], m[2])
                     if repo is None:
                         return
-                    lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
-                    header = next(x["value"] for x in lines if x["key"] == "header")
+                    records = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                    header = next(x["value"] for x in records if x["key"] == "header")
                     added = {x["value"]["path"]: base64.b64decode(x["value"]["content"])
-                             for x in lines if x["key"] == "file"}
+                             for x in records if x["key"] == "file"}
                     repo["files"].update(added)
                     repo["commit"] = hashlib.sha1(json.dumps(sorted(added)).encode() + body).hexdigest()
                     hub.commits.append({"repo_id": m[1], "summary": header["summary"],
@@ -343,17 +344,17 @@ def test_inspect_over_http_reads_headers_by_range_requests(hub: FakeHub, tmp_pat
     # the same repo again with HF_HUB_OFFLINE: the small files are cached, the headers are not -> one-line error
     before = len(hub.requests)
     again = run_online(hub, tmp_path, "inspect", "org/ext", offline=True)
-    lines = [ln for ln in again.stderr.splitlines() if ln.strip()]
-    assert again.returncode == 2 and len(lines) == 1 and "HF_HUB_OFFLINE" in lines[0], again.stderr
+    err = lines(again.stderr)
+    assert again.returncode == 2 and len(err) == 1 and "HF_HUB_OFFLINE" in err[0], again.stderr
     assert len(hub.requests) == before  # offline means offline
 
 
 def test_missing_shard_on_the_hub_is_a_finding(hub: FakeHub, tmp_path: Path) -> None:
     src = build(tmp_path / "rel", text=T, vision=V, audio=A)
-    hub.add("org/rel", src, skip=("model-00002-of-00002.safetensors",))
+    hub.add("org/rel", src, skip=(SHARD2,))
     proc = run_online(hub, tmp_path, "inspect", "org/rel", "--format", "github")
     assert proc.returncode == 1, proc.stderr
-    assert "::error title=VF011" in proc.stdout and "model-00002-of-00002.safetensors" in proc.stdout
+    assert "::error title=VF011" in proc.stdout and SHARD2 in proc.stdout
 
 
 def test_unknown_repo_and_revision_exit_2(hub: FakeHub, tmp_path: Path) -> None:
@@ -362,8 +363,8 @@ def test_unknown_repo_and_revision_exit_2(hub: FakeHub, tmp_path: Path) -> None:
     for args, needle in ((("inspect", "org/nope"), "no such repo"),
                          (("inspect", "org/rel", "--revision", "v9"), "no such revision")):
         proc = run_online(hub, tmp_path, *args)
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+        err = lines(proc.stderr)
+        assert proc.returncode == 2 and len(err) == 1 and needle in err[0], proc.stderr
         assert "Traceback" not in proc.stderr
 
 
@@ -379,7 +380,7 @@ def test_rewrite_from_the_hub_and_push_to_the_hub(hub: FakeHub, tmp_path: Path) 
     assert commit["summary"].startswith(f"vocabfix: move {len(NEW)} appended tokens into the text range")
     assert "vocab_size" not in commit["summary"]  # unchanged: the resize already counted the new tokens
     assert f"from org/ext@{COMMIT[:12]}" in commit["description"]
-    assert f"- vision: [{T}, {T + V}) -> [{T + len(NEW)}, {T + len(NEW) + V})" in commit["description"]
+    assert f"- vision: [{T}, {T + V}) -> [{IDS.vision_new[0]}, {IDS.vision_new[1]})" in commit["description"]
     pushed = hub.repos["me/ext-fixed"]["files"]
     local = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert pushed == local and "vocabfix.json" in pushed
@@ -401,9 +402,7 @@ def test_push_dry_run_pushes_nothing(hub: FakeHub, tmp_path: Path) -> None:
 def test_push_options_are_checked_before_any_work(tmp_path: Path) -> None:
     src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
     for args, needle in ((("--private",), "--private"), (("--push-to-hub", "not a repo"), "not a Hub repo id")):
-        proc = subprocess.run([sys.executable, "-m", "gemma3n_vocabfix.cli", "rewrite", str(src),
-                               str(tmp_path / "out"), *args], capture_output=True, text=True, cwd=ROOT,
-                              env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+        proc = run_cli("rewrite", src, tmp_path / "out", *args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not (tmp_path / "out").exists()
 
@@ -414,8 +413,9 @@ def test_commit_message_summarises_the_change(tmp_path: Path) -> None:
     plan = plan_push(report, tmp_path / "out", "me/fixed", private=True, source="org/ext@0123")
     assert plan.private and plan.repo_id == "me/fixed"
     description = plan.commit_description
-    assert f"- text: [0, {T}) -> [0, {T + 3})" in description
-    assert f"- appended: [{T + V + A}, {T + V + A + 3}) -> [{T}, {T + 3})" in description
+    assert f"- text: [0, {T}) -> [0, {IDS.text_new[1]})" in description
+    (old_lo, old_hi), (new_lo, new_hi) = IDS.appended_old, IDS.appended_new
+    assert f"- appended: [{old_lo}, {old_hi}) -> [{new_lo}, {new_hi})" in description
     assert "text_config.vocab_size_per_layer_input" in description and "vocabfix.json" in description
     released = build(tmp_path / "rel", text=T, vision=V, audio=A)
     title, _ = commit_message(rewrite_checkpoint(released, tmp_path / "out2", dry_run=True), "org/rel")
@@ -427,12 +427,11 @@ def test_unreachable_hub_exits_2(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"),
-           "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.run([sys.executable, "-m", "gemma3n_vocabfix.cli", "inspect", "org/name"], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=120)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "cannot be reached" in lines[0], proc.stderr
+    env = {"HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = run_cli("inspect", "org/name", env=env)
+    err = lines(proc.stderr)
+    assert proc.returncode == 2 and len(err) == 1 and "cannot be reached" in err[0], proc.stderr
 
 
 def test_commit_message_appended_range_when_audio_precedes_vision(tmp_path: Path) -> None:

@@ -9,22 +9,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+from fixtures.helpers import INDEX, SHARD2, A, T, V
+from fixtures.helpers import invoke as run
 from fixtures.synthetic import build, clone_config
 from safetensors.numpy import load_file, save_file
-from typer.testing import CliRunner
 
-from gemma3n_vocabfix import cli
 from gemma3n_vocabfix.checkpoint import read_checkpoint
 from gemma3n_vocabfix.findings import find_problems
 from gemma3n_vocabfix.layout import TableRole, analyse
-
-T, V, A = 40, 4, 4
-SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
-
-
-def run(*args: str):
-    result = CliRunner().invoke(cli.app, list(args), env={"COLUMNS": "200"})
-    return result
 
 
 def _gap_checkpoint(tmp_path: Path) -> Path:
@@ -74,10 +66,10 @@ def test_every_table_of_a_role_is_checked(tmp_path: Path) -> None:
     tensors = load_file(src / SHARD2)
     tensors["model.extra.embed_tokens.weight"] = np.zeros((T + V + A + 7, 4), np.float32)
     save_file(tensors, str(src / SHARD2), metadata={"format": "pt"})
-    index = json.loads((src / "model.safetensors.index.json").read_text())
+    index = json.loads((src / INDEX).read_text())
     index["weight_map"]["model.extra.embed_tokens.weight"] = SHARD2
     index["metadata"]["total_size"] += (T + V + A + 7) * 16
-    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    (src / INDEX).write_text(json.dumps(index))
     ckpt = read_checkpoint(src)
     layout = analyse(ckpt)
     assert len(layout.tables_of(TableRole.EMBED_TOKENS)) == 2
