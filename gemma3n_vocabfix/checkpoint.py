@@ -48,6 +48,10 @@ class RemoteFiles:
 
 @dataclass
 class Checkpoint:
+    """Everything later steps need from a checkpoint, read once: parsed configs and tokenizer files, tokenizer.model
+    bytes, a previous vocabfix.json, and each shard's header (tensor names, dtypes, shapes, byte offsets; no tensor
+    bytes). Paths are kept only for the writer, which copies bytes from them."""
+
     root: Path
     config: dict
     generation_config: dict | None
@@ -244,6 +248,8 @@ def _previous_record(root: Path) -> dict:
 
 
 def check_gemma3n(config: dict, path: Path) -> None:
+    """Raise NotGemma3nError unless `config` is a multimodal Gemma 3n config (model_type "gemma3n" with text, vision
+    and audio sub-configs)."""
     model_type = config.get("model_type")
     if model_type != "gemma3n":
         what = f"model_type {model_type!r}" if model_type else "no model_type"
@@ -255,6 +261,8 @@ def check_gemma3n(config: dict, path: Path) -> None:
 
 
 def read_weights(root: Path, remote: RemoteFiles | None = None) -> Weights:
+    """The shard headers (through the index when there is one, else model.safetensors) and how the index and the
+    headers disagree. Raises CheckpointError when there are no safetensors weights or a header is malformed."""
     def exists(name: str) -> bool:
         return (root / name).is_file() or (remote is not None and name in remote.sizes)
 

@@ -87,6 +87,9 @@ def _set(node: dict, path: str, value: int, file: str, changes: list[FieldChange
 
 
 def rewrite_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange]]:
+    """config.json for the consistent layout: every token id mapped through the id map, vocab_size,
+    vocab_size_per_layer_input and both offsets set; every other key and value kept, in order. Returns the new
+    config and each field changed."""
     out, changes = copy.deepcopy(config), []
     _remap_token_ids(out, layout.id_map, "config.json", "", changes)
     _set(out, "text_config.vocab_size", layout.total, "config.json", changes)
@@ -99,6 +102,7 @@ def rewrite_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange
 
 
 def rewrite_generation_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange]]:
+    """generation_config.json with every token id (bos/eos/pad, suppress lists, sequence_bias...) mapped."""
     out, changes = copy.deepcopy(config), []
     _remap_token_ids(out, layout.id_map, "generation_config.json", "", changes)
     return out, changes

@@ -76,6 +76,8 @@ RESAVE_TOKENIZER = "re-save the tokenizer with tokenizer.save_pretrained(folder)
 
 @dataclass
 class Finding:
+    """One problem: its code (severity and title come from CODES), what goes wrong at run time, and the fix."""
+
     code: str
     message: str  # one sentence: what goes wrong at run time (token strings already escaped with repr)
     fix: str  # the command (or the edit) that fixes it; REWRITE when `vocabfix rewrite` does

@@ -72,6 +72,8 @@ def table_role(name: str) -> TableRole | None:
 
 @dataclass(frozen=True)
 class VocabTable:
+    """A tensor whose first dimension is indexed by token id (rows), and its role."""
+
     tensor: TensorInfo
     role: TableRole
 

@@ -29,6 +29,8 @@ MEAN_DTYPES = ("F32", "F16", "BF16", "F64")
 
 @dataclass
 class ShardPlan:
+    """One output shard: the input shard's tensors in their order, with the changed tables re-rowed."""
+
     name: str  # path relative to the checkpoint, the same in the output
     source: ShardHeader
     tables: dict[str, TablePlan]  # the tensors of this shard that change
@@ -61,12 +63,16 @@ class SourceBytes:
 
 @dataclass
 class FileOutput:
+    """One output file other than a shard: copied, or made of new bytes and byte ranges of input files."""
+
     name: str
     parts: list[bytes | SourceBytes] | None = None  # None: copied unchanged from the input
 
 
 @dataclass
 class Plan:
+    """A complete rewrite, computed before a byte is written: what `--dry-run` shows and `write_plan` executes."""
+
     checkpoint: Checkpoint
     layout: Layout
     tables: list[TablePlan]

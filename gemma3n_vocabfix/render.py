@@ -89,6 +89,7 @@ def _layout_table(report: RewriteReport) -> Table:
 
 
 def render_rewrite_text(report: RewriteReport, console: Console) -> None:
+    """The rewrite for people: layouts before and after, the id map, the tables, the config fields."""
     plan = report.plan
     if not report.changed:
         verb = "would copy" if report.dry_run else "copied"
@@ -176,6 +177,7 @@ def _ids(start: int, stop: int) -> str:
 
 
 def render_inspect_text(report: InspectReport, console: Console, strict: bool = False) -> None:
+    """The inspect report for people: files, tables, routed ranges, special ids, tokens, findings, verdict."""
     lay = report.layout
     rev = f" @ {safe(report.revision)}" if report.revision else ""
     console.print(f"[bold]{safe(report.source)}[/]{rev}")

@@ -36,6 +36,7 @@ def per_layer_row(token_id: int, layout: Layout) -> int:
 
 
 def route(token_id: int, layout: Layout) -> Route:
+    """The table and row stock transformers embeds `token_id` with, its per-layer row, and why it crashes if it does."""
     vo, ao = layout.vision_offset, layout.audio_offset
     if vo <= token_id < ao:
         table, row = TableRole.VISION, token_id - vo

@@ -22,6 +22,8 @@ from .safetensors_header import TensorInfo
 
 @dataclass(frozen=True)
 class CopyRows:
+    """`count` input rows from `first_row` on, copied as bytes."""
+
     first_row: int  # in the input table
     count: int
 
@@ -46,6 +48,8 @@ INIT_MEAN = "mean of the text rows"
 
 @dataclass
 class TablePlan:
+    """One output vocabulary table: `rows_out` rows, made of `segments` in order (rows of the input table)."""
+
     table: VocabTable
     rows_out: int
     segments: list[Segment]
