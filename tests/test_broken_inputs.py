@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.helpers import EMBED, INDEX, PER_LAYER, SHARD1, SHARD2, A, T, V, edit_json, run_cli, snapshot
+from fixtures.helpers import COLUMNS, EMBED, INDEX, PER_LAYER, SHARD1, SHARD2, A, T, V, edit_json, run_cli, snapshot
 from fixtures.synthetic import build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,7 +52,7 @@ for line in sys.stdin:
 
 class _Worker:
     def __init__(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "VOCABFIX_DEBUG": ""}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": str(COLUMNS), "VOCABFIX_DEBUG": ""}
         env.pop("VOCABFIX_DEBUG")
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)

@@ -17,12 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.helpers import ROOT, A, T, V, assert_one_line_error, run_cli
+from fixtures.helpers import COLUMNS, ROOT, A, T, V, assert_one_line_error, invoke, run_cli
 from fixtures.oracle import DocLayout
 from fixtures.synthetic import build
-from typer.testing import CliRunner
-
-from gemma3n_vocabfix import cli
 
 LOWEST_TYPER = ("typer==0.12.0", "typer-slim==0.12.0", "click==8.1.7")  # pyproject: typer>=0.12
 
@@ -57,7 +54,7 @@ def extended(tmp_path_factory) -> Path:
 
 
 def _run(args: list[str], typer_path: Path | None, module: str, function: str, cwd: Path):
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": str(COLUMNS)}
     env.pop("VOCABFIX_DEBUG", None)
     if typer_path is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(typer_path), str(ROOT)])
@@ -87,7 +84,7 @@ def test_ctrl_c_during_inspect_exits_130(which, lowest_typer, extended, tmp_path
 
 
 def test_lowest_typer_runs_the_commands(lowest_typer, extended, tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(lowest_typer), str(ROOT)]), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(lowest_typer), str(ROOT)]), "COLUMNS": str(COLUMNS)}
     probe = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], capture_output=True,
                            text=True, env=env, check=True)
     assert probe.stdout.strip() == "0.12.0"
@@ -103,7 +100,7 @@ def test_existing_output_is_refused_before_the_input_is_read(tmp_path: Path) -> 
     src.mkdir()
     (src / "config.json").write_text("{ not json")  # reading IN would fail with a different error
     (tmp_path / "out").mkdir()
-    result = CliRunner().invoke(cli.app, ["rewrite", str(src), str(tmp_path / "out")])
+    result = invoke("rewrite", src, tmp_path / "out")
     assert result.exit_code == 2 and "already exists" in result.stderr, result.stderr
 
 
@@ -124,17 +121,17 @@ def test_usage_errors_exit_2_with_one_line(extended: Path, tmp_path: Path) -> No
     for args in (["rewrite", str(extended), str(tmp_path / "o"), "--private"],
                  ["rewrite", str(extended), str(tmp_path / "o"), "--json", "--format", "github"],
                  ["inspect", str(extended), "--json", "--format", "github"]):
-        result = CliRunner().invoke(cli.app, args)
+        result = invoke(*args)
         lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error:"), (args, result.stderr)
     assert not (tmp_path / "o").exists()
 
 
 def test_rewrite_format_json_and_github(extended: Path, tmp_path: Path) -> None:
-    as_json = CliRunner().invoke(cli.app, ["rewrite", str(extended), str(tmp_path / "j"), "--format", "json"])
+    as_json = invoke("rewrite", extended, tmp_path / "j", "--format", "json")
     data = json.loads(as_json.stdout)
     assert as_json.exit_code == 0 and data["appended_tokens"] == 2 and data["changed"] is True
-    github = CliRunner().invoke(cli.app, ["rewrite", str(extended), str(tmp_path / "g"), "--format", "github"])
+    github = invoke("rewrite", extended, tmp_path / "g", "--format", "github")
     lines = github.stdout.splitlines()
     assert github.exit_code == 0 and len(lines) == 1 and lines[0].startswith("::notice title=vocabfix rewrite::")
     assert "move 2 appended tokens" in lines[0]

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from fixtures.helpers import ROOT, SHARD2, A, T, V, lines, run_cli
+from fixtures.helpers import COLUMNS, ROOT, SHARD2, A, T, V, lines, run_cli
 from fixtures.oracle import DocLayout
 from fixtures.synthetic import build
 from typer.testing import CliRunner
@@ -313,7 +313,7 @@ def run_online(hub: FakeHub, home: Path, *args: str, code: str | None = None,
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "HF_HOME": str(home / "hf"), "HF_ENDPOINT": hub.endpoint,
            "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_TOKEN": "hf_fake_token_for_tests",
-           "NO_PROXY": "127.0.0.1,localhost", "COLUMNS": "200"}
+           "NO_PROXY": "127.0.0.1,localhost", "COLUMNS": str(COLUMNS)}
     argv = [sys.executable, "-m", "gemma3n_vocabfix.cli", *args] if code is None else \
         [sys.executable, "-c", code, *args]
     return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
