@@ -12,8 +12,9 @@ from enum import Enum
 
 from .checkpoint import Checkpoint
 from .layout import IdKind, Layout, TableRole, table_role
+from .routing import route
 from .special_ids import GENERATION_KEYS, SpecialId, config_value, special_ids, token_ids
-from .tokenizer_files import Conflict
+from .tokenizer_files import RESAVE_TOKENIZER, Conflict
 
 
 class Severity(str, Enum):
@@ -71,7 +72,6 @@ BLOCKS_REWRITE = ("VF010", "VF011", "VF012", "VF013", "VF014", "VF015", "VF017",
                   "VF021", "VF023")
 MAX_EXAMPLES = 5
 RESAVE_MODEL = "re-save the model with model.save_pretrained(folder), or fix model.safetensors.index.json"
-RESAVE_TOKENIZER = "re-save the tokenizer with tokenizer.save_pretrained(folder)"
 
 
 @dataclass
@@ -175,13 +175,17 @@ def _layout_findings(lay: Layout) -> list[Finding]:
             "input", per_layer_size=lay.per_layer_size, per_layer_rows=lay.rows(TableRole.PER_LAYER),
             first_multimodal_id=lay.text_end))
     if lay.offsets_contradict_tokens:
+        seen = []
+        for start in (lay.vision_start, lay.audio_start):
+            r = route(start, lay)
+            seen.append(f"{show(lay.tokenizer.token(start))} (id {start:,}) with {r.table.value} row {r.row:,}"
+                        + (" (IndexError)" if r.error else ""))
         out.append(_finding(
             "VF022", f"config.json puts the vision ids at [{vo:,}, {lay.vision_end:,}) and the audio ids at [{ao:,}, "
-            f"{lay.audio_end:,}), but the tokenizer has {show(lay.tokenizer.token(lay.vision_start))} at "
-            f"{lay.vision_start:,} and {show(lay.tokenizer.token(lay.audio_start))} at {lay.audio_start:,}: image "
-            "tokens are embedded by embed_audio and audio tokens by embed_vision (the rewrite corrects the offsets, "
-            "not the tokens)", config_vision_offset=vo, config_audio_offset=ao, vision_start=lay.vision_start,
-            audio_start=lay.audio_start))
+            f"{lay.audio_end:,}), but the tokenizer's image tokens start at {lay.vision_start:,} and its audio tokens "
+            f"at {lay.audio_start:,}: stock transformers embeds {seen[0]} and {seen[1]} (the rewrite corrects the "
+            "offsets, not the tokens)", config_vision_offset=vo, config_audio_offset=ao,
+            vision_start=lay.vision_start, audio_start=lay.audio_start))
     if lay.evidence_conflict:
         out.append(_finding("VF023", f"{lay.evidence_conflict}: which ids are image and which audio cannot be told",
                             "make the tokenizer, image_token_id / audio_token_id and the vision / audio offsets agree "

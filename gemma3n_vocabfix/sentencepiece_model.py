@@ -88,6 +88,20 @@ def count_pieces(buf: bytes) -> int:
     return count
 
 
+def piece_strings(buf: bytes) -> list[str]:
+    """Every piece's string, by id (the first field of each piece record, as protobuf writes it); [] for none."""
+    out = []
+    for field, wire, payload, end, _, _ in _records(buf):
+        if field != PIECES_FIELD or wire != 2:
+            continue
+        if buf[payload:payload + 1] != b"\x0a":
+            out.append("")
+            continue
+        length, text_start = _varint(buf, payload + 1)
+        out.append(bytes(buf[text_start:min(text_start + length, end)]).decode("utf-8", errors="replace"))
+    return out
+
+
 def make_piece(text: str, piece_type: int = USER_DEFINED) -> bytes:
     raw = text.encode("utf-8")
     payload = (b"\x0a" + _encode_varint(len(raw)) + raw  # field 1: piece

@@ -11,6 +11,7 @@ special_tokens_map.json names tokens by string only and never changes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,9 +45,19 @@ class TokenizerIds:
     file_sizes: dict[str, int] = field(default_factory=dict)  # per file: one past its largest id
     vocab: dict[int, str] = field(default_factory=dict)  # tokenizer.json model vocabulary by id
     conflicts: list[Conflict] = field(default_factory=list)  # one id named differently by two files
+    sentencepiece: bytes | None = field(default=None, repr=False)  # tokenizer.model, for ids only it names
 
     def token(self, token_id: int) -> str | None:
-        return self.added.get(token_id, self.vocab.get(token_id))
+        """The token string of an id: an added token, else tokenizer.json's vocabulary, else tokenizer.model's piece
+        (parsed on the first such look-up: a slow-tokenizer save names most ids only there)."""
+        found = self.added.get(token_id, self.vocab.get(token_id))
+        if found is None and self.sentencepiece is not None and 0 <= token_id < self.file_sizes["tokenizer.model"]:
+            found = self._pieces[token_id]
+        return found
+
+    @functools.cached_property
+    def _pieces(self) -> list[str]:
+        return sentencepiece_model.piece_strings(self.sentencepiece)
 
     def first_unnamed_id(self) -> int | None:
         """The smallest id below `size` that no file names a token (tokenizer.model names its piece count)."""
@@ -59,20 +70,22 @@ class TokenizerIds:
         return stop if stop < self.size else None
 
     def id_of(self, token: str) -> int | None:
-        for token_id, content in self.added.items():
-            if content == token:
-                return token_id
-        for token_id, content in self.vocab.items():
-            if content == token:
-                return token_id
+        """The id of a token string: an added token, else in tokenizer.json's vocabulary, else a tokenizer.model
+        piece. A linear search; inspect asks for a handful."""
+        for names in (self.added, self.vocab):
+            for token_id, content in names.items():
+                if content == token:
+                    return token_id
+        if self.sentencepiece is not None and token in self._pieces:
+            return self._pieces.index(token)
         return None
 
 
-RESAVE = "re-save the tokenizer with tokenizer.save_pretrained(folder)"
+RESAVE_TOKENIZER = "re-save the tokenizer with tokenizer.save_pretrained(folder)"
 
 
 def _malformed(file: str, problem: str) -> CheckpointError:
-    return CheckpointError(f"{file}: {problem}", hint=RESAVE)
+    return CheckpointError(f"{file}: {problem}", hint=RESAVE_TOKENIZER)
 
 
 def _token_id(value: object, file: str, what: str) -> int:
@@ -161,6 +174,7 @@ def read_tokenizer_ids(tokenizer_json: dict | None, tokenizer_config: dict | Non
             add("added_tokens.json", _token_id(token_id, "added_tokens.json", f"token {content!r}"), content)
     if sentencepiece is not None:
         ids.file_sizes["tokenizer.model"] = sentencepiece_model.count_pieces(sentencepiece)
+        ids.sentencepiece = sentencepiece
     ids.size = max(ids.file_sizes.values(), default=0)
     return ids
 

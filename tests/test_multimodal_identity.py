@@ -131,3 +131,59 @@ def test_swapped_config_computes_the_released_model_after_the_rewrite(tiny_base:
     model = Gemma3nForConditionalGeneration.from_pretrained(swapped, dtype=torch.float32).eval()
     with torch.no_grad(), pytest.raises(IndexError):  # audio ids past the audio table's rows
         model(**inputs)
+
+
+LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
+
+
+def test_names_only_in_tokenizer_model_are_evidence(tmp_path: Path) -> None:
+    """A slow-tokenizer save names the multimodal tokens only in tokenizer.model: those pieces count."""
+    src = tmp_path / "slow"
+    shutil.copytree(LEGACY / "slow-tokenizer", src)
+    tok_config = json.loads((src / "tokenizer_config.json").read_text())
+    tok_config.pop("added_tokens_decoder")
+    (src / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    plain = tmp_path / "plain"
+    shutil.copytree(src, plain)
+    swap_offsets(src)
+    assert "VF022" in codes(src)[1]
+    rewrite_checkpoint(plain, tmp_path / "out-plain")
+    rewrite_checkpoint(src, tmp_path / "out-swapped")
+    got, want = files(tmp_path / "out-swapped"), files(tmp_path / "out-plain")
+    for out in (got, want):
+        out.pop("vocabfix.json")
+    assert json.loads(got.pop("config.json")) == json.loads(want.pop("config.json"))
+    assert got == want
+
+
+def test_without_names_the_config_token_ids_decide(tmp_path: Path) -> None:
+    """Neutral multimodal names: image_token_id / audio_token_id (left as they were) say the offsets are swapped."""
+    plain = build(tmp_path / "plain", text=T, vision=V, audio=A, new_tokens=NEW, multimodal_names=False)
+    src = tmp_path / "swapped"
+    shutil.copytree(plain, src)
+    swap_offsets(src)
+    assert "VF022" in codes(src)[1]
+    rewrite_checkpoint(src, tmp_path / "out")
+    rewrite_checkpoint(plain, tmp_path / "out-plain")
+    assert json.loads((tmp_path / "out" / "config.json").read_text()) == \
+        json.loads((tmp_path / "out-plain" / "config.json").read_text())
+
+
+def test_offsets_shifted_by_hand_are_put_back(tmp_path: Path) -> None:
+    """Both offsets moved up by the number of new tokens (a hand fix that forgot the tokens): the names say where the
+    ranges are, and the rewrite gives the same output as for the untouched checkpoint."""
+    plain = build(tmp_path / "plain", text=T, vision=V, audio=A, new_tokens=NEW)
+    src = tmp_path / "shifted"
+    shutil.copytree(plain, src)
+    config = json.loads((src / "config.json").read_text())
+    config["vision_config"]["vocab_offset"] += len(NEW)
+    config["audio_config"]["vocab_offset"] += len(NEW)
+    (src / "config.json").write_text(json.dumps(config))
+    assert "VF022" in codes(src)[1]
+    rewrite_checkpoint(src, tmp_path / "out")
+    rewrite_checkpoint(plain, tmp_path / "out-plain")
+    got, want = files(tmp_path / "out"), files(tmp_path / "out-plain")
+    for out in (got, want):
+        out.pop("vocabfix.json")
+    assert json.loads(got.pop("config.json")) == json.loads(want.pop("config.json"))
+    assert got == want
