@@ -31,6 +31,7 @@ class Weights:
     listed_not_found: list[str] = field(default_factory=list)  # in the index's weight_map, in no shard header
     found_not_listed: list[str] = field(default_factory=list)  # in a shard header, not in the weight_map
     misplaced: list[str] = field(default_factory=list)  # listed under another shard than the one holding it
+    single_beside_index: bool = False  # a model.safetensors too, which from_pretrained loads instead of the shards
 
 
 @dataclass
@@ -289,7 +290,7 @@ def read_weights(root: Path, remote: RemoteFiles | None = None) -> Weights:
                                   hint="save with model.save_pretrained(folder) (safe_serialization is the default)")
         raise CheckpointError(f"{where}: {len(set(others))} safetensors files but no {INDEX_NAME}")
     shards = [header(n) for n in names]
-    weights = Weights(shards=shards, index=index)
+    weights = Weights(shards=shards, index=index, single_beside_index=index is not None and exists(SINGLE_NAME))
     for shard in shards:
         for t in shard.tensors:
             if t.name in weights.tensors:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, UsageError, VocabfixError
+from .errors import EXIT_BROKEN_PIPE, EXIT_CANNOT_RUN, EXIT_INTERRUPTED, UsageError, VocabfixError
 
 app = typer.Typer(
     name="vocabfix",
@@ -137,14 +137,21 @@ def rewrite(
     private: bool = typer.Option(False, "--private", help="Create the --push-to-hub repo as private."),
 ) -> None:
     """Rewrite IN into OUT (help text: REWRITE_HELP)."""
-    with handled_errors(interrupted="Interrupted; nothing was written (the staged output was removed)."):
+    written: list[Path] = []  # set once OUT is complete: an interrupt after that must not say "nothing written"
+
+    def interrupted() -> str:
+        if written:
+            return f"Interrupted after {written[0]} was written (it is complete); the push to the Hub did not finish."
+        return "Interrupted; nothing was written (the staged output was removed)."
+
+    with handled_errors(interrupted):
         fmt = _output_format(as_json, fmt)
         _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
-                 private=private)
+                 private=private, written=written)
 
 
 def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputFormat, revision: str | None,
-             push_to_hub: str | None, private: bool) -> None:
+             push_to_hub: str | None, private: bool, written: list[Path]) -> None:
     from .hub import download_snapshot, is_repo_id, plan_push, resolve_source
     from .rewrite import check_output_path, rewrite_checkpoint
 
@@ -163,6 +170,8 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         folder = source.path
     with _progress(enabled=people and not dry_run) as progress:
         report = rewrite_checkpoint(folder, dst, dry_run=dry_run, force=force, progress=progress)
+    if not dry_run:
+        written.append(dst)
     push = plan_push(report, dst, push_to_hub, private=private, source=label) if push_to_hub else None
     pushed_url = None
     if push is not None and not dry_run:
@@ -214,17 +223,21 @@ class _progress:
 
 
 @contextmanager
-def handled_errors(interrupted: str = "Interrupted.") -> Iterator[None]:
+def handled_errors(interrupted: Callable[[], str] = lambda: "Interrupted.") -> Iterator[None]:
     """Inside a command: our errors, Ctrl-C and anything unexpected become one line on stderr and the exit code of
     the error (2; 130 for Ctrl-C). Handled here rather than around `app()`, because click turns KeyboardInterrupt
-    into 'Aborted!' and exit 1 (which would read as 'findings') before an outer handler could see it."""
+    into 'Aborted!' and exit 1 (which would read as 'findings') before an outer handler could see it. A reader
+    that closes the pipe early (`| head`) ends the command quietly, as for any Unix filter."""
     try:
         yield
     except VocabfixError as e:
         _fail(e.message, e.hint, e.exit_code)
     except KeyboardInterrupt:
-        stderr.print(interrupted, soft_wrap=True)
+        stderr.print(interrupted(), soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except Exception as e:  # the contract is one line, never a traceback
         if isinstance(e, (typer.Exit, typer.Abort)) or os.environ.get("VOCABFIX_DEBUG"):
             raise
@@ -239,8 +252,8 @@ def _fail(message: str, hint: str | None, code: int = EXIT_CANNOT_RUN) -> None:
 
 
 def main() -> None:
-    """Console entry point. Commands handle their own errors (handled_errors); this catches what happens outside a
-    command, e.g. Ctrl-C while Python imports the modules."""
+    """Run the command line. Commands handle their own errors (handled_errors); this catches what happens outside a
+    command. The console script enters through __main__.py, which also catches Ctrl-C while this module loads."""
     try:
         app()
     except KeyboardInterrupt:

@@ -1,10 +1,11 @@
 """The project's one error hierarchy. The CLI prints each as one line on stderr and exits with its `exit_code`.
 
 Exit codes are a contract (README "Exit codes"): 0 success, 1 the checkpoint has problems (inspect's findings),
-2 the command could not run (every error here), 130 interrupted (Ctrl-C).
+2 the command could not run (every error here), 130 interrupted (Ctrl-C), 141 the reader closed stdout (SIGPIPE's
+shell code).
 """
 
-EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
 
 class VocabfixError(Exception):

@@ -63,13 +63,17 @@ CODES = _codes(
     ("VF021", E, "vocabulary tensor is not a 2-D table"),
     ("VF022", E, "vision and audio offsets contradict the tokenizer"),
     ("VF023", E, "the evidence of which ids are image and which audio disagrees"),
+    ("VF024", E, "vision or audio embedder rows disagree with the config"),
+    ("VF025", E, "model.safetensors beside a sharded index"),
+    ("VF026", E, "a tensor that follows a vocabulary table's rows would not be re-rowed"),
+    ("VF027", W, "lm_head is saved but tie_word_embeddings is true"),
 )
 
 
 REWRITE = "vocabfix rewrite IN OUT"  # the fix of every finding the rewrite fixes, until the caller names IN and OUT
 # Problems the rewrite cannot fix or cannot work around: it refuses, citing the finding.
 BLOCKS_REWRITE = ("VF010", "VF011", "VF012", "VF013", "VF014", "VF015", "VF017", "VF018", "VF019", "VF020",
-                  "VF021", "VF023")
+                  "VF021", "VF023", "VF024", "VF025", "VF026")
 MAX_EXAMPLES = 5
 RESAVE_MODEL = "re-save the model with model.save_pretrained(folder), or fix model.safetensors.index.json"
 
@@ -113,8 +117,8 @@ def find_problems(ckpt: Checkpoint, layout: Layout) -> list[Finding]:
     A finding the rewrite fixes has `fix == REWRITE`; the caller substitutes the command for the checkpoint.
     """
     found: list[Finding] = []
-    for rules in (_layout_findings(layout), _table_findings(layout), _special_findings(ckpt, layout),
-                  _tokenizer_findings(layout), _weights_findings(ckpt)):
+    for rules in (_layout_findings(layout), _table_findings(layout), _companion_findings(ckpt, layout),
+                  _special_findings(ckpt, layout), _tokenizer_findings(layout), _weights_findings(ckpt)):
         found += rules
     return sorted(found, key=lambda f: (-f.severity.rank, f.code))
 
@@ -201,7 +205,8 @@ def _layout_findings(lay: Layout) -> list[Finding]:
 
 
 def _table_findings(lay: Layout) -> list[Finding]:
-    """VF005-VF007, VF017, VF019: every vocabulary table against the config and the tokenizer."""
+    """VF005-VF007, VF017, VF019, VF021, VF024, VF027: every vocabulary table against the config and the
+    tokenizer."""
     out = []
     embed_rows, tok = lay.rows(TableRole.EMBED_TOKENS), lay.tokenizer.size
     for tensor in lay.malformed:
@@ -217,15 +222,25 @@ def _table_findings(lay: Layout) -> list[Finding]:
                             "lm_head.weight: from_pretrained initialises the output layer at random",
                             "set tie_word_embeddings to true in config.json, or save the trained lm_head with the "
                             "model"))
+    if lay.tied and lay.tables_of(TableRole.LM_HEAD):
+        out.append(_finding(
+            "VF027", "lm_head.weight is saved but tie_word_embeddings is true (the default when absent): transformers "
+            "4.5x ties lm_head to embed_tokens and drops the saved one, transformers 5 loads it, so the output layer "
+            "depends on the runtime (a LoRA merge with modules_to_save=['lm_head'] saves this way)",
+            "set tie_word_embeddings to false in config.json if the saved lm_head is the trained one, else drop it"))
     for table in lay.tables:
         want, key = lay.config_rows(table)
-        if table.rows != want:
-            fix = REWRITE if table.holds in (IdKind.EVERY, IdKind.TEXT) else \
-                f"set {key} to {table.rows} in config.json, or restore the {table.rows}-row table it was trained with"
+        if table.rows != want and table.holds in (IdKind.EVERY, IdKind.TEXT):
             out.append(_finding(
                 "VF005", f"{table.tensor.name} has {table.rows:,} rows but {key} is {want:,}: from_pretrained fails "
                 f"with a size mismatch for {table.role.value} (or, with ignore_mismatched_sizes, re-initialises it at "
-                "random)", fix, tensor=table.tensor.name, rows=table.rows, config_key=key, config_rows=want))
+                "random)", tensor=table.tensor.name, rows=table.rows, config_key=key, config_rows=want))
+        elif table.rows != want:
+            out.append(_finding(
+                "VF024", f"{table.tensor.name} has {table.rows:,} rows but {key} is {want:,}: from_pretrained fails "
+                f"with a size mismatch for {table.role.value}, and the rewrite cannot tell which is right",
+                f"set {key} to {table.rows} in config.json, or restore the {want}-row table it was trained with",
+                tensor=table.tensor.name, rows=table.rows, config_key=key, config_rows=want))
         if table.holds is IdKind.EVERY and table.rows > lay.total:
             out.append(_finding(
                 "VF006", f"{table.tensor.name} has {table.rows:,} rows but the tokenizer defines {tok:,} ids: rows "
@@ -238,6 +253,21 @@ def _table_findings(lay: Layout) -> list[Finding]:
             f"embed_tokens has {embed_rows:,} rows and no other table holds them: tokenizing text with one of them "
             "gives an id the model cannot embed (IndexError); the rewrite gives them the mean of the text rows, to be "
             "fine-tuned", ids=[embed_rows, tok], embed_rows=embed_rows))
+    return out
+
+
+def _companion_findings(ckpt: Checkpoint, lay: Layout) -> list[Finding]:
+    """VF026: tensors beside a vocabulary table with one row per id (a quantised save's per-row scales) would keep
+    their old rows while the table is re-rowed."""
+    out = []
+    for table in lay.tables:
+        prefix = table.tensor.name[: -len("weight")]
+        for name, tensor in ckpt.weights.tensors.items():
+            if name != table.tensor.name and name.startswith(prefix) and tensor.rows == table.rows:
+                out.append(_finding("VF026", f"{name} has one row per row of {table.tensor.name}: the rewrite would "
+                                    "move the table's rows and not its, so they would no longer match",
+                                    "dequantise or save the model without per-row companions, then rewrite",
+                                    tensor=name, table=table.tensor.name))
     return out
 
 
@@ -303,7 +333,7 @@ def _conflict_effect(c: Conflict, lay: Layout) -> str:
 
 
 def _weights_findings(ckpt: Checkpoint) -> list[Finding]:
-    """VF011-VF016: model.safetensors.index.json against the shard headers."""
+    """VF011-VF016, VF025: model.safetensors.index.json against the shard headers."""
     w, out = ckpt.weights, []
     for name in w.missing_shards:
         out.append(_finding("VF011", f"model.safetensors.index.json names {name!r}, which is not in the checkpoint: "
@@ -320,6 +350,11 @@ def _weights_findings(ckpt: Checkpoint) -> list[Finding]:
         if names:
             out.append(_finding(code, f"{len(names)} tensor(s) " + what.format(f"e.g. {names[0]!r}"), RESAVE_MODEL,
                                 tensors=names[:50], count=len(names)))
+    if w.single_beside_index:
+        out.append(_finding(
+            "VF025", "model.safetensors sits beside model.safetensors.index.json: from_pretrained loads "
+            "model.safetensors and never reads the shards the index names, other loaders follow the index, so the "
+            "two may run different weights", "remove whichever is stale (the one you did not just save)"))
     total = ((w.index or {}).get("metadata") or {}).get("total_size")
     if isinstance(total, int) and not isinstance(total, bool):
         actual = sum(s.data_bytes for s in w.shards)

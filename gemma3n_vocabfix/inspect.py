@@ -8,6 +8,7 @@ headers): no tensor bytes, and neither torch nor transformers is imported. The f
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections import Counter
@@ -171,9 +172,14 @@ def _token_views(queries: list[str], layout: Layout) -> list[TokenView]:
 
 
 def fix_command(source: str, revision: str | None = None, hub: bool = False) -> str:
-    """The rewrite command for this checkpoint, ready to paste (OUT beside a folder; for a repo, in the working
-    folder)."""
-    out = "./" + source.rstrip("/").split("/")[-1] + "-vocabfix" if hub else source.rstrip("/") + "-vocabfix"
+    """The rewrite command for this checkpoint, ready to paste: OUT is `<name>-vocabfix` beside the folder (for a
+    Hub repo, in the working folder), named relative to the working folder when the source was."""
+    if hub:
+        out = "./" + source.rstrip("/").split("/")[-1] + "-vocabfix"
+    else:
+        folder = Path(source).expanduser().resolve()
+        target = folder.with_name(folder.name + "-vocabfix")
+        out = str(target) if Path(source).expanduser().is_absolute() else os.path.relpath(target)
     rev = f" --revision {shlex.quote(revision)}" if revision else ""
     return f"vocabfix rewrite {shlex.quote(source)} {shlex.quote(out)}{rev}"
 

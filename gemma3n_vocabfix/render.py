@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .findings import Severity, show
+from .findings import BLOCKS_REWRITE, Severity, show
 from .layout import IdKind
 
 if TYPE_CHECKING:  # annotations only: rendering inspect must not import the writer (numpy)
@@ -269,9 +269,12 @@ def render_inspect_text(report: InspectReport, console: Console, strict: bool = 
     elif code == 0:
         console.print(f"[green]OK[/] ({counts}); nothing at the {'warning' if strict else 'error'} level.")
     else:
-        gated = [f for f in report.findings if f.severity.rank >= (Severity.WARNING.rank if strict else
-                                                                    Severity.ERROR.rank)]
-        if any(f.fix == report.fix_command for f in gated):
+        blocking = [f.code for f in report.findings if f.code in BLOCKS_REWRITE]
+        if blocking:
+            console.print(f"[red]Problems:[/] {counts}. Fix {', '.join(dict.fromkeys(blocking))} first (see the fix "
+                          "column above): the rewrite refuses a checkpoint with them. Then:")
+            console.print(f"  [bold]{safe(report.fix_command)}[/]", soft_wrap=True)
+        elif any(f.fix == report.fix_command for f in report.findings):
             console.print(f"[red]Problems:[/] {counts}. The rewrite fixes the layout findings:")
             console.print(f"  [bold]{safe(report.fix_command)}[/]", soft_wrap=True)
         else:

@@ -40,8 +40,12 @@ class RewriteReport:
                 "changed": self.changed, **self.plan.summary(), "files_rewritten": self.plan.rewritten_files}
 
 
+REPLACEABLE_MARKERS = ("config.json", "vocabfix.json")  # what --force may replace: a checkpoint, not any folder
+
+
 def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> None:
-    """Refuse an OUT that exists (unless `force`), is not a folder, or is, holds or sits inside the input folder.
+    """Refuse an OUT that exists (unless `force`, and then only an empty folder or a checkpoint folder), is not a
+    folder, or is, holds or sits inside the input folder.
 
     `src` is None for a Hub repo, checked before anything is downloaded. Raises OutputError.
     """
@@ -57,6 +61,9 @@ def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> Non
         raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
     if dst.exists() and not dst.is_dir():
         raise OutputError(f"{dst} exists and is not a folder")
+    if dst.exists() and any(dst.iterdir()) and not any((dst / name).is_file() for name in REPLACEABLE_MARKERS):
+        raise OutputError(f"{dst} is not a checkpoint folder: --force only replaces an empty folder or a checkpoint "
+                          "(one with config.json or vocabfix.json)", hint="name a new folder for OUT")
 
 
 def refuse_blocking(ckpt: Checkpoint, findings: list[Finding]) -> None:

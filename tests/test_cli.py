@@ -247,3 +247,45 @@ def test_truncated_sentencepiece_model(checkpoint: Path, tmp_path: Path) -> None
     sp = checkpoint / "tokenizer.model"
     sp.write_bytes(sp.read_bytes()[:-3])
     assert_one_line_error(run_cli("rewrite", checkpoint, tmp_path / "out"), "tokenizer.model")
+
+
+# Sends SIGINT to itself when rich is first imported: the console script is still loading the command line.
+STARTUP_INTERRUPTER = """
+import importlib.abc, os, signal, sys
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "rich":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+from gemma3n_vocabfix.__main__ import main
+sys.argv = ["vocabfix", "--help"]
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", STARTUP_INTERRUPTER], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 130 and lines == ["Interrupted."], proc.stderr
+
+
+def test_ctrl_c_during_the_push_does_not_say_nothing_was_written(extended: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _run(["rewrite", str(extended), str(out), "--push-to-hub", "me/fixed"], None, "hub", "plan_push", tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 130 and len(lines) == 1, proc.stderr
+    assert "nothing was written" not in lines[0] and str(out) in lines[0]
+    assert (out / "vocabfix.json").is_file()  # OUT is complete and stays
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(extended: Path) -> None:
+    """`inspect --format github | head -1`: the pipe closes while annotations are still written (a race, so five
+    tries); the command ends without an error line, with SIGPIPE's shell code."""
+    for _ in range(5):
+        proc = subprocess.run(f"{sys.executable} -m gemma3n_vocabfix inspect {extended} --format github "
+                              "| head -1; exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                              capture_output=True, text=True, timeout=60)
+        assert proc.stdout.startswith("::error") and proc.stderr == "", proc.stderr
+        assert proc.returncode in (1, 141)  # 1: every line fitted in the pipe before it closed

@@ -83,7 +83,7 @@ def test_wheel_modules_do_not_import_torch(wheel) -> None:
 
 def test_wheel_entry_point(wheel) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
-    assert "vocabfix = gemma3n_vocabfix.cli:main" in wheel.read(entry_points).decode()
+    assert "vocabfix = gemma3n_vocabfix.__main__:main" in wheel.read(entry_points).decode()
 
 
 def test_module_level_imports_sees_through_blocks() -> None:

@@ -52,9 +52,10 @@ def test_output_may_not_overlap_the_input(extended: Path, where: str) -> None:
 def test_existing_output_needs_force(extended: Path, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("x")
+    (tmp_path / "out" / "config.json").write_text("{}")  # a checkpoint folder: --force may replace it
     with pytest.raises(VocabfixError, match="already exists"):
         rewrite_checkpoint(extended, tmp_path / "out")
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]  # refused: left as it was
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "old.txt"]  # left as it was
     assert (tmp_path / "out" / "old.txt").read_text() == "x"
     rewrite_checkpoint(extended, tmp_path / "out", force=True)
     assert not (tmp_path / "out" / "old.txt").exists()
@@ -80,6 +81,7 @@ def test_force_keeps_the_old_output_when_the_final_rename_fails(extended: Path, 
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("keep me")
+    (tmp_path / "out" / "vocabfix.json").write_text("{}")  # an earlier output: --force may replace it
     real_rename = writer.os.rename
 
     def rename(src, dst):
@@ -157,3 +159,17 @@ def test_output_folder_mode_follows_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_checkpoint(extended: Path, tmp_path: Path) -> None:
+    """--force into a folder of other things (say ~/models by mistake) deletes nothing."""
+    home = tmp_path / "models"
+    (home / "other-model").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(VocabfixError, match="not a checkpoint folder"):
+        rewrite_checkpoint(extended, home, force=True)
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "other-model"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rewrite_checkpoint(extended, empty, force=True)
+    assert (empty / "vocabfix.json").is_file()
