@@ -286,19 +286,23 @@ def _special_findings(ckpt: Checkpoint, lay: Layout) -> list[Finding]:
     return out
 
 
+def _where(v: SpecialId) -> str:
+    return f"id {v.expected_id}" if v.expected_id is not None else "not in the tokenizer"
+
+
 def _special_mismatch(v: SpecialId) -> Finding:
     where = "config.json" if v.config is not None else "generation_config.json"
     value = v.config if v.config is not None else v.generation
     named = ", ".join(show(t) for t in v.tokens)
     if v.key == "eos_token_id":
-        effect = f"generation does not stop at the tokenizer's eos_token {show(v.expected)} (id {v.expected_id})"
+        effect = f"generation does not stop at the tokenizer's eos_token {show(v.expected)} ({_where(v)})"
     elif v.key in ("image_token_id", "audio_token_id"):
         kind = v.key.split("_")[0]
-        effect = (f"the processor inserts {show(v.expected)} (id {v.expected_id}) for each {kind} soft token, but "
+        effect = (f"the processor inserts {show(v.expected)} ({_where(v)}) for each {kind} soft token, but "
                   f"get_placeholder_mask looks for id {value}: '{kind.capitalize()} features and {kind} tokens do not "
                   "match'")
     else:
-        effect = (f"the tokenizer's {v.tokenizer_key} is {show(v.expected)} (id {v.expected_id}), so code that reads "
+        effect = (f"the tokenizer's {v.tokenizer_key} is {show(v.expected)} ({_where(v)}), so code that reads "
                   f"{v.key} from the config uses a different token than the processor")
     fix = (f"set {v.key} to {v.expected_id} in {where} (the tokenizer's id of {show(v.expected)})"
            if v.expected_id is not None else
@@ -309,7 +313,7 @@ def _special_mismatch(v: SpecialId) -> Finding:
 
 def _tokenizer_findings(lay: Layout) -> list[Finding]:
     """VF010, VF018: the tokenizer files against each other."""
-    out = [_finding("VF010", _conflict_effect(c, lay), f"make {c.source} and {c.other_source} name id {c.id} the "
+    out = [_finding("VF010", _conflict_effect(c), f"make {c.source} and {c.other_source} name id {c.id} the "
                     f"same token (finish or undo the rename in every tokenizer file)", conflict=str(c), id=c.id,
                     tokens=[c.token, c.other], files=[c.source, c.other_source]) for c in lay.tokenizer.conflicts]
     unnamed = lay.tokenizer.first_unnamed_id()
@@ -319,7 +323,7 @@ def _tokenizer_findings(lay: Layout) -> list[Finding]:
     return out
 
 
-def _conflict_effect(c: Conflict, lay: Layout) -> str:
+def _conflict_effect(c: Conflict) -> str:
     """What stock transformers does with an id two tokenizer files name differently (checked with transformers 5.24
     on a half-done `<unusedN>` rename: tokenizer_config.json edited, tokenizer.json not)."""
     if c.source == "tokenizer.json":

@@ -57,7 +57,7 @@ def rewrite_headline(report: RewriteReport) -> str:
                      "text range")
     if lay.vision_offset > lay.audio_offset:
         parts.append("put the vision range before the audio range")
-    padding = sum(t.rows_dropped for t in plan.changed_tables if t.holds is IdKind.EVERY)
+    padding = max((t.rows_dropped for t in plan.changed_tables if t.holds is IdKind.EVERY), default=0)  # per table
     if padding:
         parts.append(f"drop {padding} padding row{'s' if padding != 1 else ''}")
     if any(t.rows_dropped for t in plan.changed_tables if t.holds is IdKind.TEXT):
@@ -111,13 +111,15 @@ def render_rewrite_text(report: RewriteReport, console: Console) -> None:
     for t in plan.changed_tables:
         tensors.add_row(safe(t.name), f"{t.source.rows:,}", f"{t.rows_out:,}", f"{t.rows_copied:,}",
                         f"{t.rows_from_row_0:,}", f"{t.rows_initialised:,}", f"{t.rows_dropped:,}")
-    console.print(tensors)
+    if plan.changed_tables:
+        console.print(tensors)
     changes = Table(title="Config fields", title_justify="left")
     for col in ("file", "key", "old", "new"):
         changes.add_column(col)
     for c in plan.changes:
         changes.add_row(safe(c.file), safe(c.key), safe(c.old), safe(c.new))
-    console.print(changes)
+    if plan.changes:
+        console.print(changes)
     files = ", ".join(safe(f) for f in plan.rewritten_files)
     if report.dry_run:
         console.print(f"[yellow]Dry run:[/] would write {safe(report.destination)} (rewriting {files}); "

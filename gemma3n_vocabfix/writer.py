@@ -165,10 +165,13 @@ def _repeat_row(out: BinaryIO, row: bytes, count: int, progress: ProgressFn) -> 
 
 # --- the mean of a table's text rows, for rows the input does not have ---------------------------------
 
-def _to_float32(raw: bytes, dtype: str) -> np.ndarray:
+def _to_float(raw: bytes, dtype: str) -> np.ndarray:
+    """Rows as float32 (float64 for F64 rows, which float32 would round)."""
     if dtype == "BF16":
         return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-    return np.frombuffer(raw, dtype={"F32": "<f4", "F16": "<f2", "F64": "<f8"}[dtype]).astype(np.float32)
+    if dtype == "F64":
+        return np.frombuffer(raw, dtype="<f8")
+    return np.frombuffer(raw, dtype={"F32": "<f4", "F16": "<f2"}[dtype]).astype(np.float32)
 
 
 def _from_float32(values: np.ndarray, dtype: str) -> bytes:
@@ -191,7 +194,8 @@ def mean_of_rows(src: BinaryIO, table: TablePlan) -> bytes:
     for first in range(0, rows, rows_per_chunk):
         n = min(rows_per_chunk, rows - first)
         src.seek(info.start + first * width)
-        chunk = _to_float32(src.read(n * width), info.dtype).reshape(n, -1)
+        chunk = _to_float(src.read(n * width), info.dtype).reshape(n, -1)
         part = chunk.sum(axis=0, dtype=np.float64)
         total = part if total is None else total + part
-    return _from_float32((total / rows).astype(np.float32), info.dtype)
+    mean = total / rows
+    return _from_float32(mean if info.dtype == "F64" else mean.astype(np.float32), info.dtype)
