@@ -9,11 +9,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from fixtures.helpers import invoke
 from fixtures.synthetic import build
 from safetensors.numpy import load_file, save_file
-from typer.testing import CliRunner
-
-from gemma3n_vocabfix import cli
 
 T, V, A = 40, 4, 4
 SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
@@ -21,13 +19,13 @@ LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 
 
 def inspect_codes(folder: Path) -> list[str]:
-    result = CliRunner().invoke(cli.app, ["inspect", str(folder), "--json"])
+    result = invoke(*["inspect", str(folder), "--json"])
     assert result.exit_code in (0, 1), result.output
     return [f["code"] for f in json.loads(result.stdout)["findings"]]
 
 
 def refused_with(folder: Path, tmp_path: Path) -> str:
-    result = CliRunner().invoke(cli.app, ["rewrite", str(folder), str(tmp_path / "out")])
+    result = invoke(*["rewrite", str(folder), str(tmp_path / "out")])
     assert result.exit_code == 2 and not (tmp_path / "out").exists(), result.output
     return result.stderr
 
@@ -83,16 +81,16 @@ def test_inspect_says_to_fix_a_refusing_finding_before_the_rewrite(tmp_path: Pat
     src = build(tmp_path / "src", text=T, vision=V, audio=A, new_tokens=["<a>"])
     merged = {**load_file(src / SHARD1), **load_file(src / SHARD2)}
     save_file(merged, str(src / "model.safetensors"), metadata={"format": "pt"})
-    result = CliRunner().invoke(cli.app, ["inspect", str(src)], env={"COLUMNS": "200"})
+    result = invoke(*["inspect", str(src)])
     assert result.exit_code == 1 and "Fix VF025 first" in result.stdout, result.stdout
 
 
 def test_the_suggested_command_works_from_inside_the_checkpoint(tmp_path: Path, monkeypatch) -> None:
     src = build(tmp_path / "ckpt", text=T, vision=V, audio=A, new_tokens=["<a>"])
     monkeypatch.chdir(src)
-    result = CliRunner().invoke(cli.app, ["inspect", ".", "--json"])
+    result = invoke(*["inspect", ".", "--json"])
     command = json.loads(result.stdout)["fix_command"].split()
     assert command[:3] == ["vocabfix", "rewrite", "."]
-    rewritten = CliRunner().invoke(cli.app, command[1:])
+    rewritten = invoke(*command[1:])
     assert rewritten.exit_code == 0, rewritten.output
     assert (tmp_path / "ckpt-vocabfix" / "vocabfix.json").is_file()

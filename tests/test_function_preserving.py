@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.oracle import DocLayout
 
 from gemma3n_vocabfix import rewrite_checkpoint
 
@@ -28,8 +29,7 @@ PER_LAYER = "model.language_model.embed_tokens_per_layer.weight"
 
 
 def doc_pi(old: int, k: int) -> int:
-    """docs/gemma3n-vocab-layout.md: id < T -> id; T <= id < T+V+A -> id + k; id >= T+V+A -> id - V - A."""
-    return old if old < T else old + k if old < T + V + A else old - V - A
+    return DocLayout(T, V, A, k).pi(old)
 
 
 def unsloth_style(dst: Path) -> Path:

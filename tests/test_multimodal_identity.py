@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.helpers import invoke
 from fixtures.synthetic import build
-from typer.testing import CliRunner
 
-from gemma3n_vocabfix import cli, rewrite_checkpoint
+from gemma3n_vocabfix import rewrite_checkpoint
 
 T, V, A = 40, 4, 4
 NEW = ["<new_a>", "<new_b>", "word"]
@@ -37,7 +37,7 @@ def files(folder: Path) -> dict[str, bytes]:
 
 
 def codes(folder: Path) -> tuple[int, list[str]]:
-    result = CliRunner().invoke(cli.app, ["inspect", str(folder), "--json"])
+    result = invoke(*["inspect", str(folder), "--json"])
     return result.exit_code, [f["code"] for f in json.loads(result.stdout)["findings"]]
 
 
@@ -81,7 +81,7 @@ def test_offsets_and_special_ids_against_the_tokenizer_is_refused(tmp_path: Path
     (src / "config.json").write_text(json.dumps(config))
     code, found = codes(src)
     assert code == 1 and "VF023" in found and "VF022" not in found
-    result = CliRunner().invoke(cli.app, ["rewrite", str(src), str(tmp_path / "out")])
+    result = invoke(*["rewrite", str(src), str(tmp_path / "out")])
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert result.exit_code == 2 and "VF023" in result.stderr and len(lines) == 1, result.stderr
     assert not (tmp_path / "out").exists()
