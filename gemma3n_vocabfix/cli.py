@@ -244,21 +244,51 @@ def handled_errors(interrupted: Callable[[], str] = lambda: "Interrupted.") -> I
         _fail(f"unexpected {type(e).__name__}: {e}", "rerun with VOCABFIX_DEBUG=1 for a traceback and report it")
 
 
-def _fail(message: str, hint: str | None, code: int = EXIT_CANNOT_RUN) -> None:
+def _print_error(message: str, hint: str | None) -> None:
     from rich.markup import escape
-    stderr.print(f"[red]Error:[/] {escape(message)}" + (f" [dim]({escape(hint)})[/]" if hint else ""),
+    one_line = " ".join(message.split())
+    stderr.print(f"[red]Error:[/] {escape(one_line)}" + (f" [dim]({escape(hint)})[/]" if hint else ""),
                  soft_wrap=True)
+
+
+def _fail(message: str, hint: str | None, code: int = EXIT_CANNOT_RUN) -> None:
+    _print_error(message, hint)
     raise typer.Exit(code)
 
 
 def main() -> None:
-    """Run the command line. Commands handle their own errors (handled_errors); this catches what happens outside a
-    command. The console script enters through __main__.py, which also catches Ctrl-C while this module loads."""
+    """Run the command line. Commands handle their own errors (handled_errors); this turns a usage error (unknown
+    option, missing argument) into the same one line, and catches what happens outside a command. The console
+    script enters through __main__.py, which also catches Ctrl-C while this module loads."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        stderr.print("Interrupted.")
+        code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
         stderr.print("Interrupted.")
-        sys.exit(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    except Exception as e:
+        if not _is_usage_error(e):
+            raise
+        code = _usage_error(e)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(e: Exception) -> bool:
+    """click's UsageError (and typer's vendored copy of it, typer >= 0.22): told apart by what they carry, since
+    typer exports no name for them."""
+    return getattr(e, "exit_code", None) == 2 and hasattr(e, "format_message") and hasattr(e, "ctx")
+
+
+def _usage_error(e: Exception) -> int:
+    ctx = e.ctx
+    if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `vocabfix` alone: the help, as before
+        print(ctx.get_help())
+        return EXIT_CANNOT_RUN
+    command = ctx.command_path if ctx is not None else "vocabfix"
+    _print_error(e.format_message(), f"see '{command} --help'")
+    return EXIT_CANNOT_RUN
 
 
 if __name__ == "__main__":

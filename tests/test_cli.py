@@ -289,3 +289,17 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(extended: Path) -> N
                               capture_output=True, text=True, timeout=60)
         assert proc.stdout.startswith("::error") and proc.stderr == "", proc.stderr
         assert proc.returncode in (1, 141)  # 1: every line fitted in the pipe before it closed
+
+
+@pytest.mark.parametrize("which", ["newest", "lowest"])
+def test_usage_errors_from_the_parser_are_one_line(which, lowest_typer, tmp_path) -> None:
+    """Unknown option, missing argument, bad choice: one line on stderr, exit 2, under both typers."""
+    env = {**os.environ, "COLUMNS": "80"}
+    if which == "lowest":
+        env["PYTHONPATH"] = os.pathsep.join([str(lowest_typer), str(ROOT)])
+    for args in (["rewrite", "--frobnicate", "a", "b"], ["inspect"], ["inspect", "x", "--format", "xml"]):
+        proc = subprocess.run([sys.executable, "-m", "gemma3n_vocabfix", *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=60)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error:"), (args, proc.stderr)
+        assert "--help" in lines[0]
