@@ -112,8 +112,11 @@ REWRITE_HELP = (
     "Rewrite IN into OUT with the vocabulary layout stock transformers accepts.\n\n"
     "Appended tokens move to the end of the text range; the vision and audio ranges shift behind them. "
     "config.json, generation_config.json, every tokenizer file and the vocabulary tensors are rewritten (streamed "
-    "shard by shard); every other file is copied. OUT/vocabfix.json records the id map. A Hub repo IN is "
-    "downloaded through the Hub cache first.\n\n"
+    "shard by shard); every other file is copied. The rewrite only renumbers: each new row is the row a stock "
+    "runtime read for that id before (per-layer row 0 for ids past the per-layer table); only rows no runtime could "
+    "read are initialised (mean of the text rows). OUT/vocabfix.json records the id map and where each new row came "
+    "from. A checkpoint with a problem the rewrite cannot fix is refused, naming the inspect finding. A Hub repo IN "
+    "is downloaded through the Hub cache first.\n\n"
     "Examples:  vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed\n"
     "           vocabfix rewrite me/gemma3n-extended ./fixed --push-to-hub me/gemma3n-fixed --private"
 )
@@ -125,7 +128,8 @@ def rewrite(
                               help="Checkpoint folder, or Hub repo id (org/name), to read (never modified)."),
     dst: Path = typer.Argument(..., metavar="OUT", help="Folder to write; must not exist (see --force)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan; write nothing."),
-    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if it exists."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if it is an empty folder or a checkpoint "
+                                                            "(one with config.json or vocabfix.json)."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", case_sensitive=False,
                                      help="text: rich tables; json: one JSON document on stdout; github: a GitHub "
