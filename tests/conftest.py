@@ -70,6 +70,15 @@ def on_variants(*names: str):
     return pytest.mark.parametrize("case", names, indirect=True)
 
 
+@pytest.fixture
+def extended(tmp_path: Path) -> Path:
+    """A synthetic checkpoint (tests/fixtures/synthetic.py) with fixtures.helpers.NEW appended, resized the
+    transformers 5 way."""
+    from fixtures.helpers import NEW, A, T, V
+    from fixtures.synthetic import build
+    return build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     import torch

@@ -8,21 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from fixtures.helpers import A, T, V
+from fixtures.helpers import A, K, T, V
 from fixtures.oracle import DocLayout
 from fixtures.synthetic import build
 
 from gemma3n_vocabfix import rewrite_checkpoint
 
-NEW = ["<new_a>", "<new_b>", "domainword"]
-K = len(NEW)
 IDS = DocLayout(T, V, A, K)
-
-
-@pytest.fixture
-def extended(tmp_path: Path) -> Path:
-    return build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
 
 
 def test_config_and_generation_config(extended: Path, tmp_path: Path) -> None:

@@ -36,6 +36,15 @@ def files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def assert_same_output(got_folder: Path, want_folder: Path) -> None:
+    """Two rewrite outputs hold the same bytes, but for vocabfix.json (its record) and config.json (same JSON)."""
+    got, want = files(got_folder), files(want_folder)
+    for out in (got, want):
+        out.pop("vocabfix.json")
+    assert json.loads(got.pop("config.json")) == json.loads(want.pop("config.json"))
+    assert got == want
+
+
 def codes(folder: Path) -> tuple[int, list[str]]:
     result = invoke(*["inspect", str(folder), "--json"])
     return result.exit_code, [f["code"] for f in json.loads(result.stdout)["findings"]]
@@ -64,11 +73,7 @@ def test_extended_with_swapped_offsets_renumbers_like_the_unswapped(tmp_path: Pa
     swap_offsets(swapped)
     rewrite_checkpoint(extended, tmp_path / "out-plain")
     rewrite_checkpoint(swapped, tmp_path / "out-swapped")
-    plain, fixed = files(tmp_path / "out-plain"), files(tmp_path / "out-swapped")
-    for out in (plain, fixed):
-        out.pop("vocabfix.json")
-    assert json.loads(fixed.pop("config.json")) == json.loads(plain.pop("config.json"))
-    assert fixed == plain
+    assert_same_output(tmp_path / "out-swapped", tmp_path / "out-plain")
 
 
 def test_offsets_and_special_ids_against_the_tokenizer_is_refused(tmp_path: Path) -> None:
@@ -149,11 +154,7 @@ def test_names_only_in_tokenizer_model_are_evidence(tmp_path: Path) -> None:
     assert "VF022" in codes(src)[1]
     rewrite_checkpoint(plain, tmp_path / "out-plain")
     rewrite_checkpoint(src, tmp_path / "out-swapped")
-    got, want = files(tmp_path / "out-swapped"), files(tmp_path / "out-plain")
-    for out in (got, want):
-        out.pop("vocabfix.json")
-    assert json.loads(got.pop("config.json")) == json.loads(want.pop("config.json"))
-    assert got == want
+    assert_same_output(tmp_path / "out-swapped", tmp_path / "out-plain")
 
 
 def test_without_names_the_config_token_ids_decide(tmp_path: Path) -> None:
@@ -182,8 +183,4 @@ def test_offsets_shifted_by_hand_are_put_back(tmp_path: Path) -> None:
     assert "VF022" in codes(src)[1]
     rewrite_checkpoint(src, tmp_path / "out")
     rewrite_checkpoint(plain, tmp_path / "out-plain")
-    got, want = files(tmp_path / "out"), files(tmp_path / "out-plain")
-    for out in (got, want):
-        out.pop("vocabfix.json")
-    assert json.loads(got.pop("config.json")) == json.loads(want.pop("config.json"))
-    assert got == want
+    assert_same_output(tmp_path / "out", tmp_path / "out-plain")

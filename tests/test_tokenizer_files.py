@@ -9,23 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import sentencepiece as spm
-from fixtures.helpers import A, T, V
+from fixtures.helpers import NEW, A, K, T, V
 from fixtures.oracle import DocLayout
 from fixtures.synthetic import build, token_names
 from tokenizers import Tokenizer
 
 from gemma3n_vocabfix import rewrite_checkpoint
 
-NEW = ["<new_a>", "<new_b>", "domainword"]
-K = len(NEW)
 IDS = DocLayout(T, V, A, K)
-
-
-@pytest.fixture
-def extended(tmp_path: Path) -> Path:
-    return build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
 
 
 def test_tokenizer_files_are_renumbered(extended: Path, tmp_path: Path) -> None:

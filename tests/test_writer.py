@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.helpers import EMBED, PER_LAYER, A, T, V, numpy_tensors
+from fixtures.helpers import EMBED, NEW, PER_LAYER, A, K, T, V, numpy_tensors
 from fixtures.oracle import DocLayout
 from fixtures.synthetic import build, row_values
 from safetensors.numpy import load_file
@@ -21,14 +21,7 @@ from safetensors.numpy import load_file
 from gemma3n_vocabfix import rewrite_checkpoint
 from gemma3n_vocabfix.errors import OutputError, VocabfixError
 
-NEW = ["<new_a>", "<new_b>", "domainword"]
-K = len(NEW)
 IDS = DocLayout(T, V, A, K)
-
-
-@pytest.fixture
-def extended(tmp_path: Path) -> Path:
-    return build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
 
 
 def test_dry_run_writes_nothing(extended: Path, tmp_path: Path) -> None:
