@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 
 from .errors import VocabfixError  # noqa: E402
 
-__all__ = ["__version__", "VocabfixError", "RewriteReport", "rewrite_checkpoint"]
+__all__ = ["__version__", "VocabfixError", "RewriteReport", "rewrite_checkpoint", "VocabResult", "add_tokens",
+           "fix_model"]
 
 
 def __getattr__(name: str):
@@ -15,4 +16,7 @@ def __getattr__(name: str):
     if name in ("RewriteReport", "rewrite_checkpoint"):
         from . import rewrite
         return getattr(rewrite, name)
+    if name in ("VocabResult", "add_tokens", "fix_model"):  # torch/transformers are imported when called
+        from . import in_memory
+        return getattr(in_memory, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
