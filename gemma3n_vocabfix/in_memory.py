@@ -27,6 +27,7 @@ from .config_files import FieldChange, rewrite_config, rewrite_generation_config
 from .errors import NotGemma3nError, UsageError
 from .id_map import IdMap
 from .layout import CANONICAL_NAMES, Layout, TableRole, analyse
+from .plan import check_initialisable
 from .rows import CopyRows, MeanRows, PadRow, TablePlan, plan_table
 from .safetensors_header import TensorInfo
 
@@ -70,7 +71,7 @@ def fix_model(model, tokenizer_or_processor) -> VocabResult:
         if layout.is_consistent:
             return VocabResult(tokenizer_or_processor, [], layout.id_map, changed=False)
         plans = [plan_table(t, layout) for t in layout.tables]
-        _check_initialisable(plans)
+        check_initialisable(plans)
         new_tokenizer = _renumber_tokenizer(ckpt, layout, folder, tokenizer_or_processor)
     _reorder_tables(base, tables, plans)
     _update_configs(base, layout)
@@ -189,12 +190,6 @@ def _refuse_blocking(ckpt: Checkpoint, layout: Layout) -> None:
     from .rewrite import refuse_blocking
 
     refuse_blocking(ckpt, find_problems(ckpt, layout))
-
-
-def _check_initialisable(plans: list[TablePlan]) -> None:
-    from .plan import _check_initialisable as check
-
-    check(plans)
 
 
 # --- rows ----------------------------------------------------------------------------------------------------------
@@ -323,9 +318,9 @@ def _text_tokenizer(tokenizer_or_processor):
 def _renumber_tokenizer(ckpt: Checkpoint, layout: Layout, folder: Path, original):
     """The tokenizer files in `folder` renumbered as `vocabfix rewrite` renumbers them, loaded as a new object of
     `original`'s class."""
-    from .plan import _rewrite_small_files
+    from .plan import rewrite_small_files
 
-    outputs, _ = _rewrite_small_files(ckpt, layout)
+    outputs, _ = rewrite_small_files(ckpt, layout)
     for name, content in outputs.items():
         if content is None or name == "config.json" or not (folder / name).is_file():
             continue

@@ -120,12 +120,12 @@ def make_plan(ckpt: Checkpoint, layout: Layout) -> Plan:
         return Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards],
                     [FileOutput(name) for name in ckpt.files if not _is_shard(ckpt, name)])
     tables = [plan_table(t, layout) for t in layout.tables]
-    _check_initialisable(tables)
+    check_initialisable(tables)
     changed_tables = {t.name: t for t in tables if t.changed}
     shards = [ShardPlan(_rel(ckpt, s.path), s, {t.name: changed_tables[t.name] for t in s.tensors
                                                 if t.name in changed_tables})
               for s in ckpt.weights.shards]
-    outputs, changes = _rewrite_small_files(ckpt, layout)
+    outputs, changes = rewrite_small_files(ckpt, layout)
     outputs[INDEX_NAME] = _index_bytes(ckpt, shards)
     plan = Plan(ckpt, layout, tables, shards, [], changes)
     outputs[RECORD_NAME] = dump_json(_record(plan))
@@ -143,7 +143,7 @@ def _is_shard(ckpt: Checkpoint, name: str) -> bool:
     return any(name == _rel(ckpt, s.path) for s in ckpt.weights.shards)
 
 
-def _check_initialisable(tables: list[TablePlan]) -> None:
+def check_initialisable(tables: list[TablePlan]) -> None:
     """Rows the input lacks are the mean of its text rows: that needs text rows, of a floating-point dtype."""
     for t in tables:
         if t.rows_initialised and t.source.dtype not in MEAN_DTYPES:
@@ -153,7 +153,7 @@ def _check_initialisable(tables: list[TablePlan]) -> None:
                               "table has no text rows")
 
 
-def _rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
+def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
     """New contents of the JSON and tokenizer files; None for a file whose content does not change."""
     new_id = layout.id_map
     added_by_new_id = {new_id(i): tok for i, tok in layout.tokenizer.added.items()}
