@@ -11,14 +11,13 @@ built for the session (conftest.base_factory); the bf16 and untied models are ma
 from __future__ import annotations
 
 import pytest
+import torch  # (the torch extra is installed by make test; a missing one must fail, not skip)
 from conftest import NEW_TOKENS
 from fixtures import tiny
 from fixtures.helpers import invoke
 from fixtures.oracle import DocLayout
 
 from gemma3n_vocabfix import fix_model
-
-torch = pytest.importorskip("torch")
 
 SP = tiny.get_id_space("small")
 DOC = DocLayout(SP.T, SP.V, SP.A, len(NEW_TOKENS))
@@ -303,3 +302,26 @@ def test_same_rows_and_files_as_the_rewrite(case_factory, variant, tmp_path):
     assert result.token_ids == case.new_ids_new
     on_disk = AutoTokenizer.from_pretrained(case.out)
     assert result.tokenizer.get_vocab() == on_disk.get_vocab()
+
+
+def test_fix_model_through_a_peft_wrapper(base, tmp_path):
+    """A LoRA-wrapped model (peft) is fixed through its base model; the wrapper keeps working, and the merged model
+    passes every check of a plain fixed model."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = _load(base, "float32", False), _tokenizer(base, "processor")
+    _text_tok(tok).add_tokens(NEW_TOKENS)
+    model.resize_token_embeddings(len(_text_tok(tok)), mean_resizing=False)
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+
+    result = fix_model(wrapped, tok)
+
+    assert result.changed and result.token_ids == DOC.new_ids_new
+    new_logits = _logits(wrapped, [DOC.pi(i) for i in OLD_IDS])  # LoRA's B starts at zero: the base model's output
+    perm = [DOC.pi(i) for i in range(DOC.T + DOC.V + DOC.A)]
+    ref = _reference_logits(base, "float32", False)
+    torch.testing.assert_close(new_logits[:, perm], ref, rtol=1e-5, atol=1e-5)
+    merged = wrapped.merge_and_unload()
+    for p in merged.parameters():  # peft froze the base model; train it as a plain model from here
+        p.requires_grad_(True)
+    _check_fixed(merged, result, base, "float32", False, tmp_path, "processor")
