@@ -3,7 +3,8 @@
 1. build a tiny base checkpoint and extend it the way users do (add tokens, resize, save);
 2. show stock transformers failing on a new token;
 3. run `vocabfix rewrite`;
-4. load the output with stock `from_pretrained`, run the new tokens, and compare logits with the base model.
+4. load the output with stock `from_pretrained`, run the new tokens, and compare logits with the base model;
+5. the notebook way: load the base, add tokens the transformers way, `fix_model` in memory, train a step.
 
 `python examples/demo.py [out-dir]` (default ./demo-out, as `make demo` runs it). The tiny Gemma 3n builder is a
 test fixture (tests/fixtures/tiny.py), not part of the package.
@@ -85,7 +86,32 @@ def main(root: str = "demo-out") -> int:
     cols = [_map(record["id_map"], i) for i in range(want.shape[-1])]
     diff = (got[:, cols] - want).abs().max().item()
     console.print(f"logits over tokens that existed before the extension, vs the base model: max |diff| = {diff:.2e}")
-    return 0 if diff < 1e-4 and not problems else 1
+    ok = diff < 1e-4 and not problems
+    return 0 if ok and in_memory(base) else 1
+
+
+def in_memory(base: Path) -> bool:
+    """Step 5: no checkpoint is written; the model is fixed where it is, then trains with the new tokens."""
+    import torch
+    from transformers import AutoProcessor, Gemma3nForConditionalGeneration
+
+    from gemma3n_vocabfix import fix_model
+
+    console.rule("5. in a notebook: fix_model on the loaded model")
+    model = Gemma3nForConditionalGeneration.from_pretrained(base)
+    processor = AutoProcessor.from_pretrained(base)
+    processor.tokenizer.add_tokens(NEW_TOKENS)
+    model.resize_token_embeddings(len(processor.tokenizer))
+    console.print("$ result = fix_model(model, processor); processor = result.tokenizer")
+    result = fix_model(model, processor)
+    processor = result.tokenizer
+    batch = processor.tokenizer(["<bos>hello " + " ".join(NEW_TOKENS)], return_tensors="pt").input_ids
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    console.print(f"new tokens now have ids {result.token_ids}; a training step on them ran: loss {loss.item():.3f}, "
+                  f"gradient on their embedding rows "
+                  f"{model.get_input_embeddings().weight.grad[result.token_ids].abs().sum().item():.3e}")
+    return bool(torch.isfinite(loss))
 
 
 def _map(id_map: list[dict], old: int) -> int:
