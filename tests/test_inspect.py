@@ -341,3 +341,21 @@ def test_core_returns_a_report_without_printing(extended: Path, capsys) -> None:
     assert report.exit_code() == 1 and report.exit_code(strict=True) == 1
     assert report.tokens[0].route.table == "embed_audio"
     assert capsys.readouterr() == ("", "")
+
+
+def test_e4b_shaped_with_swapped_offsets(e4b, tmp_path: Path) -> None:
+    """The real id space with only config.json's two offsets swapped (audio 262144, vision 262272): VF022, and the
+    rewrite plans exactly the two offsets back (vision 262144, audio 262272), nothing else."""
+    import shutil
+    src = tmp_path / "swapped"
+    shutil.copytree(e4b["released"], src, symlinks=True)
+    config = json.loads((src / "config.json").read_text())
+    config["audio_config"]["vocab_offset"], config["vision_config"]["vocab_offset"] = 262144, 262272
+    (src / "config.json").write_text(json.dumps(config))
+    found = {f["code"]: f for f in json.loads(invoke(src, "--json").stdout)["findings"]}
+    assert "VF022" in found and "VF023" not in found
+    assert found["VF022"]["details"]["vision_start"] == 262144 and found["VF022"]["details"]["audio_start"] == 262272
+    plan = json.loads(helpers.invoke("rewrite", src, tmp_path / "out", "--dry-run", "--json").stdout)
+    assert {c["key"]: c["new"] for c in plan["config_changes"]} == {"vision_config.vocab_offset": 262144,
+                                                                     "audio_config.vocab_offset": 262272}
+    assert plan["tensors"] == []
