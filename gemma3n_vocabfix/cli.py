@@ -114,10 +114,12 @@ REWRITE_HELP = (
     "config.json, generation_config.json, every tokenizer file and the vocabulary tensors are rewritten (streamed "
     "shard by shard); every other file is copied. The rewrite only renumbers: each new row is the row a stock "
     "runtime read for that id before (per-layer row 0 for ids past the per-layer table); only rows no runtime could "
-    "read are initialised (mean of the text rows). OUT/vocabfix.json records the id map and where each new row came "
-    "from. A checkpoint with a problem the rewrite cannot fix is refused, naming the inspect finding. A Hub repo IN "
-    "is downloaded through the Hub cache first.\n\n"
+    "read are initialised (--init: mean of the text rows by default; --reinit also replaces the appended tokens' "
+    "rows). OUT/vocabfix.json records the id map and where each new row came from. A checkpoint with a problem "
+    "the rewrite cannot fix is refused, naming the inspect finding. A Hub repo IN is downloaded through the Hub "
+    "cache first.\n\n"
     "Examples:  vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed\n"
+    "           vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed --init subtoken\n"
     "           vocabfix rewrite me/gemma3n-extended ./fixed --push-to-hub me/gemma3n-fixed --private"
 )
 
@@ -139,6 +141,12 @@ def rewrite(
                                     help="Upload OUT to this Hub repo (created if needed) in one commit whose "
                                          "message summarises the change."),
     private: bool = typer.Option(False, "--private", help="Create the --push-to-hub repo as private."),
+    init: str = typer.Option("mean", "--init", metavar="MODE",
+                             help="How rows the input does not have are made: mean (of the text rows), zeros, "
+                                  "normal (transformers' mean_resizing), subtoken (mean of the rows of the pieces "
+                                  "the original tokenizer splits the token into), copy:TOKEN (a token's rows)."),
+    reinit: bool = typer.Option(False, "--reinit", help="Also replace the rows the input has for the appended tokens "
+                                                         "(their trained rows, per-layer row-0 copies) with --init."),
 ) -> None:
     """Rewrite IN into OUT (help text: REWRITE_HELP)."""
     written: list[Path] = []  # set once OUT is complete: an interrupt after that must not say "nothing written"
@@ -151,14 +159,17 @@ def rewrite(
     with handled_errors(interrupted):
         fmt = _output_format(as_json, fmt)
         _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
-                 private=private, written=written)
+                 private=private, written=written, init=init, reinit=reinit)
 
 
 def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputFormat, revision: str | None,
-             push_to_hub: str | None, private: bool, written: list[Path]) -> None:
+             push_to_hub: str | None, private: bool, written: list[Path], init: str = "mean",
+             reinit: bool = False) -> None:
     from .hub import download_snapshot, is_repo_id, plan_push, resolve_source
+    from .plan import parse_init
     from .rewrite import check_output_path, rewrite_checkpoint
 
+    parse_init(init, reinit)  # a bad --init before anything is read or downloaded
     if private and not push_to_hub:
         raise UsageError("--private only applies with --push-to-hub REPO")
     if push_to_hub is not None and not is_repo_id(push_to_hub):
@@ -173,7 +184,8 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
     else:
         folder = source.path
     with _progress(enabled=people and not dry_run) as progress:
-        report = rewrite_checkpoint(folder, dst, dry_run=dry_run, force=force, progress=progress)
+        report = rewrite_checkpoint(folder, dst, dry_run=dry_run, force=force, progress=progress, init=init,
+                                    reinit=reinit)
     if not dry_run:
         written.append(dst)
     push = plan_push(report, dst, push_to_hub, private=private, source=label) if push_to_hub else None

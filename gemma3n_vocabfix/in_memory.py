@@ -1,4 +1,4 @@
-"""The rewrite on a loaded model: `fix_model` and `add_tokens` (issue 8; strategy "shift", init "mean" only).
+"""The rewrite on a loaded model: `fix_model` and `add_tokens` (issue 8; strategy "shift"; every init mode).
 
 A model extended the transformers way (`tokenizer.add_tokens` + `model.resize_token_embeddings`) is fixed where it is,
 in memory, with the same layout (layout.py), the same row plan (rows.plan_table: the function-preserving rule) and
@@ -27,12 +27,11 @@ from .config_files import FieldChange, rewrite_config, rewrite_generation_config
 from .errors import NotGemma3nError, UsageError
 from .id_map import IdMap
 from .layout import CANONICAL_NAMES, Layout, TableRole, analyse
-from .plan import check_initialisable
-from .rows import CopyRows, MeanRows, PadRow, TablePlan, plan_table
+from .plan import check_initialisable, parse_init, resolve_init
+from .rows import CopyRows, InitRows, PadRow, TablePlan, plan_table
 from .safetensors_header import TensorInfo
 
-STRATEGIES, INITS = ("shift",), ("mean",)
-MEAN_CHUNK_BYTES = 16 * 1024 * 1024  # rows summed at a time for a mean, as the writer does
+STRATEGIES = ("shift",)
 IN_MEMORY_LABEL = "the loaded model"
 
 
@@ -51,13 +50,18 @@ class VocabResult:
     changed: bool = True
 
 
-def fix_model(model, tokenizer_or_processor) -> VocabResult:
+def fix_model(model, tokenizer_or_processor, *, init: str = "mean", reinit: bool = False) -> VocabResult:
     """Put a loaded `Gemma3nForConditionalGeneration` (or a `peft.PeftModel` around one) that was extended the
     transformers way into the layout stock transformers runs, in place, and renumber its tokenizer.
 
+    `init` / `reinit` as for `vocabfix rewrite --init / --reinit`: how rows the model does not have are made
+    ("mean", "zeros", "normal", "subtoken", "copy:TOKEN"), and whether the appended tokens' rows it has are replaced.
+
     Raises NotGemma3nError for another model, UsageError for tables it cannot re-row (quantized, offloaded, wrapped
-    by an adapter), LayoutError / RewriteRefused when the layout cannot be reconciled (as `vocabfix rewrite` does).
+    by an adapter) or a bad init, LayoutError / RewriteRefused when the layout cannot be reconciled (as
+    `vocabfix rewrite` does).
     """
+    parsed = parse_init(init, reinit)
     base = _gemma3n_model(model)
     tables = _vocab_modules(base)
     with tempfile.TemporaryDirectory(prefix="vocabfix-") as tmp:
@@ -70,7 +74,8 @@ def fix_model(model, tokenizer_or_processor) -> VocabResult:
         moved = list(range(layout.text_end, layout.new_text_size))
         if layout.is_consistent:
             return VocabResult(tokenizer_or_processor, [], layout.id_map, changed=False)
-        plans = [plan_table(t, layout) for t in layout.tables]
+        resolved = resolve_init(parsed, layout, folder / "tokenizer.json")
+        plans = [plan_table(t, layout, resolved) for t in layout.tables]
         check_initialisable(plans)
         new_tokenizer = _renumber_tokenizer(ckpt, layout, folder, tokenizer_or_processor)
     _reorder_tables(base, tables, plans)
@@ -82,18 +87,18 @@ def add_tokens(model, tokenizer_or_processor, tokens: list[str], special: bool =
                init: str = "mean") -> VocabResult:
     """Add `tokens` to the tokenizer and the model so that nothing breaks: the new tokens go to the end of the text
     range (strategy "shift"), the vision and audio ids move up behind them, and the new rows of every vocabulary
-    table are the mean of its text rows (init "mean"). Tokens the tokenizer already has keep their id.
+    table are made by `init`: "mean" (of its text rows), "zeros", "normal" (transformers' mean_resizing), "subtoken"
+    (the mean of the rows of the pieces the tokenizer split the token into before) or "copy:TOKEN" (that token's
+    rows). Tokens the tokenizer already has keep their id.
 
     The object passed in is not modified: `result.tokenizer` is a new one of the same class. `result.token_ids` are
-    the ids of `tokens`, in order. Raises UsageError for a strategy or init that does not exist yet, and what
-    `fix_model` raises.
+    the ids of `tokens`, in order. Raises UsageError for a strategy that does not exist yet or a bad init, and
+    what `fix_model` raises.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"strategy {strategy!r} is not implemented yet; only {', '.join(map(repr, STRATEGIES))} "
                          "exists so far", hint="call add_tokens(..., strategy='shift')")
-    if init not in INITS:
-        raise UsageError(f"init {init!r} is not implemented yet; only {', '.join(map(repr, INITS))} exists so far",
-                         hint="call add_tokens(..., init='mean')")
+    parse_init(init)
     if isinstance(tokens, str) or not all(isinstance(t, str) and t for t in tokens):
         raise UsageError("tokens must be a list of non-empty strings")
     _vocab_modules(_gemma3n_model(model))  # refuse a model that cannot be fixed before touching anything
@@ -101,8 +106,8 @@ def add_tokens(model, tokenizer_or_processor, tokens: list[str], special: bool =
         tokenizer_or_processor.save_pretrained(tmp)
         extended = type(tokenizer_or_processor).from_pretrained(tmp)
     _text_tokenizer(extended).add_tokens(list(tokens), special_tokens=special)
-    # The model is not resized: rows for the new ids are made by the plan (MeanRows: no runtime could read them).
-    result = fix_model(model, extended)
+    # The model is not resized: rows for the new ids are made by the plan (InitRows: no runtime could read them).
+    result = fix_model(model, extended, init=init)
     result.token_ids = list(_text_tokenizer(result.tokenizer).convert_tokens_to_ids(list(tokens)))
     return result
 
@@ -195,24 +200,29 @@ def _refuse_blocking(ckpt: Checkpoint, layout: Layout) -> None:
 # --- rows ----------------------------------------------------------------------------------------------------------
 
 
-def _mean_row(weight, rows: int):
-    """Mean of the first `rows` rows, accumulated in float64 and cast like writer.mean_of_rows (via float32 unless
-    the table is float64), in chunks of about MEAN_CHUNK_BYTES."""
+def table_reader(weight):
+    """read(first, count) for init_rows.RowMaker: rows of a torch table as a float32 numpy array (float64 for a
+    float64 table), copied to the CPU chunk by chunk."""
     import torch
 
-    row_bytes = max(1, weight[0].numel() * 8)
-    step = max(1, MEAN_CHUNK_BYTES // row_bytes)
-    on = weight.device if weight.device.type != "mps" else torch.device("cpu")  # MPS has no float64
-    total = torch.zeros(weight.shape[1:], dtype=torch.float64, device=on)
-    for first in range(0, rows, step):
-        total += weight[first:min(first + step, rows)].to(on, torch.float64).sum(dim=0)
-    mean = total / rows
-    return (mean if weight.dtype == torch.float64 else mean.to(torch.float32)).to(weight.device, weight.dtype)
+    as_float = torch.float64 if weight.dtype == torch.float64 else torch.float32
+
+    def read(first: int, count: int):
+        return weight[first:first + count].detach().to("cpu", as_float).reshape(count, -1).numpy()
+    return read
+
+
+def _init_values(maker, seg: InitRows, weight):
+    """`seg`'s rows as a tensor of `weight`'s dtype and device (torch's float32 -> bf16 rounding: the writer's)."""
+    import torch
+
+    chunks = [torch.from_numpy(values.copy()) for values in maker.rows(seg)]
+    return torch.cat(chunks).reshape(seg.count, *weight.shape[1:]).to(weight.device, weight.dtype)
 
 
 def reorder_rows(weight, plan: TablePlan):
     """The output table of `plan` made from the input table `weight` (a torch tensor): CopyRows are slices, PadRow
-    repeats row 0, MeanRows repeat the mean of the text rows.
+    repeats row 0, InitRows are made by init_rows.RowMaker (the writer's code) from `weight`'s rows.
 
     Leading rows that stay where they are (the text rows) are not copied: when the table does not grow, the other
     rows are written over the tail of `weight` itself and the result is a view of its first `rows_out` rows, so the
@@ -220,11 +230,13 @@ def reorder_rows(weight, plan: TablePlan):
     """
     import torch
 
+    from .init_rows import RowMaker
+
     segments = list(plan.segments)
     lead = segments[0].count if segments and segments[0] == CopyRows(0, segments[0].count) else 0
     if lead:
         segments = segments[1:]
-    mean = _mean_row(weight, plan.mean_of_rows) if any(isinstance(s, MeanRows) for s in segments) else None
+    maker = RowMaker(plan, table_reader(weight)) if any(isinstance(s, InitRows) for s in segments) else None
     width = weight.shape[1:]
     parts = []
     for seg in segments:
@@ -232,8 +244,8 @@ def reorder_rows(weight, plan: TablePlan):
             parts.append(weight[seg.first_row:seg.first_row + seg.count])
         elif isinstance(seg, PadRow):
             parts.append(weight[:1].expand(seg.count, *width))
-        elif isinstance(seg, MeanRows):
-            parts.append(mean.unsqueeze(0).expand(seg.count, *width))
+        elif isinstance(seg, InitRows):
+            parts.append(_init_values(maker, seg, weight))
     if not parts:
         return weight[:plan.rows_out]
     tail = torch.cat(parts)  # a copy: safe to write over rows it was read from

@@ -12,10 +12,10 @@ from pathlib import Path
 from . import __version__
 from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
 from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
-from .errors import LayoutError
+from .errors import LayoutError, UsageError
 from .id_map import IdMap
 from .layout import Layout
-from .rows import TablePlan, plan_table
+from .rows import INIT_MODES, MEAN, Init, TablePlan, plan_table
 from .safetensors_header import DTYPE_SIZES, ShardHeader
 from .tokenizer_files import (
     renumber_added_tokens,
@@ -79,6 +79,7 @@ class Plan:
     shards: list[ShardPlan]
     files: list[FileOutput]
     changes: list[FieldChange] = field(default_factory=list)
+    init: Init = MEAN
 
     @property
     def changed(self) -> bool:
@@ -94,8 +95,10 @@ class Plan:
             "id_map": self.layout.id_map.to_json(),
             "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
                          "rows_copied": t.rows_copied, "rows_from_row_0": t.rows_from_row_0,
-                         "rows_initialised_to_mean": t.rows_initialised, "rows_dropped": t.rows_dropped,
-                         "new_rows": t.new_rows()} for t in self.changed_tables],
+                         "rows_initialised_to_mean": t.rows_initialised if t.init.mode == "mean" else 0,
+                         "rows_initialised": t.rows_initialised, "rows_reinitialised": t.rows_reinitialised,
+                         "rows_dropped": t.rows_dropped, "new_rows": t.new_rows()} for t in self.changed_tables],
+            "init": {"mode": str(self.init), "reinit": self.init.reinit},
             "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in self.changes],
         }
 
@@ -109,17 +112,18 @@ class Plan:
                 + [s.name for s in self.shards if s.changed])
 
 
-def make_plan(ckpt: Checkpoint, layout: Layout) -> Plan:
+def make_plan(ckpt: Checkpoint, layout: Layout, init: Init = MEAN) -> Plan:
     """What every output file is made of: changed tables as row segments, rewritten small files as bytes, every
-    other file copied. Opens no file: the tokenizer files and the previous record come with `ckpt`.
+    other file copied. Opens no file: the tokenizer files and the previous record come with `ckpt` (and `init` was
+    resolved by `resolve_init`).
 
     Raises LayoutError when new rows cannot be initialised (an integer table, or a table with no text rows) and
     CheckpointError when a tokenizer file cannot be renumbered.
     """
     if layout.is_consistent:
         return Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards],
-                    [FileOutput(name) for name in ckpt.files if not _is_shard(ckpt, name)])
-    tables = [plan_table(t, layout) for t in layout.tables]
+                    [FileOutput(name) for name in ckpt.files if not _is_shard(ckpt, name)], init=init)
+    tables = [plan_table(t, layout, init) for t in layout.tables]
     check_initialisable(tables)
     changed_tables = {t.name: t for t in tables if t.changed}
     shards = [ShardPlan(_rel(ckpt, s.path), s, {t.name: changed_tables[t.name] for t in s.tensors
@@ -127,7 +131,7 @@ def make_plan(ckpt: Checkpoint, layout: Layout) -> Plan:
               for s in ckpt.weights.shards]
     outputs, changes = rewrite_small_files(ckpt, layout)
     outputs[INDEX_NAME] = _index_bytes(ckpt, shards)
-    plan = Plan(ckpt, layout, tables, shards, [], changes)
+    plan = Plan(ckpt, layout, tables, shards, [], changes, init)
     outputs[RECORD_NAME] = dump_json(_record(plan))
     names = [n for n in ckpt.files if not _is_shard(ckpt, n) and outputs.get(n) is None]
     plan.files = [FileOutput(n) for n in names] + [FileOutput(n, c if isinstance(c, list) else [c])
@@ -144,13 +148,70 @@ def _is_shard(ckpt: Checkpoint, name: str) -> bool:
 
 
 def check_initialisable(tables: list[TablePlan]) -> None:
-    """Rows the input lacks are the mean of its text rows: that needs text rows, of a floating-point dtype."""
+    """New rows need a floating-point table, and (but for init zeros and copy) text rows to average."""
     for t in tables:
         if t.rows_initialised and t.source.dtype not in MEAN_DTYPES:
             raise LayoutError(f"{t.name}: {t.source.dtype} rows cannot be initialised (only {', '.join(MEAN_DTYPES)})")
-        if t.rows_initialised and not t.mean_of_rows:
-            raise LayoutError(f"{t.name}: {t.rows_initialised} new rows would be the mean of the text rows, but the "
-                              "table has no text rows")
+        if t.rows_initialised and not t.mean_of_rows and t.init.mode not in ("zeros", "copy"):
+            raise LayoutError(f"{t.name}: {t.rows_initialised} new rows would be made from the text rows "
+                              f"(init {t.init.mode}), but the table has no text rows")
+
+
+def parse_init(init: str, reinit: bool = False) -> Init:
+    """`mean`, `zeros`, `normal`, `subtoken` or `copy:TOKEN` as an unresolved Init; UsageError otherwise."""
+    if not isinstance(init, str):
+        raise UsageError(f"init must be a string, not {type(init).__name__}")
+    mode, sep, token = init.partition(":")
+    if mode == "copy" and sep and token:
+        return Init("copy", bool(reinit), token=token)
+    if mode == "copy":
+        raise UsageError("init copy needs a token: copy:TOKEN", hint="e.g. --init 'copy:<eos>'")
+    if sep or mode not in INIT_MODES:
+        raise UsageError(f"unknown init {init!r}", hint="use mean, zeros, normal, subtoken or copy:TOKEN")
+    return Init(mode, bool(reinit))
+
+
+def resolve_init(init: str | Init, layout: Layout, tokenizer_json: Path | None, reinit: bool = False) -> Init:
+    """`init` resolved against the input: copy's token id, subtoken's pieces for every moved text id (the tokens
+    the init may apply to), split by the input's tokenizer.json without those tokens (the original tokenizer).
+
+    Raises UsageError for an unknown init, a copy token the input does not have (or one that is not a text token
+    below the moved ids), and subtoken without a tokenizer.json (or without the tokenizers library).
+    """
+    parsed = parse_init(init, reinit) if isinstance(init, str) else init
+    moved = [i for r in layout.id_map.in_new_order() if r.old_start >= layout.text_end
+             and r.new_start < layout.new_text_size for i in range(r.old_start, r.old_stop)]
+    if parsed.mode == "copy":
+        token_id = layout.tokenizer.id_of(parsed.token)
+        if token_id is None:
+            raise UsageError(f"init copy:{parsed.token}: the input's tokenizer has no token {parsed.token!r}",
+                             hint="name an existing text token, e.g. copy:<eos>")
+        if token_id >= layout.text_end:
+            raise UsageError(f"init copy:{parsed.token}: {parsed.token!r} (id {token_id}) is not one of the input's "
+                             "text tokens below the image and audio ids", hint="name an existing text token")
+        return Init("copy", parsed.reinit, parsed.token, token_id)
+    if parsed.mode != "subtoken":
+        return parsed
+    if tokenizer_json is None or not Path(tokenizer_json).is_file():
+        raise UsageError("init subtoken needs the input's tokenizer.json, and the input has none",
+                         hint="use another init, or save the tokenizer with a fast tokenizer")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise UsageError("init subtoken needs the tokenizers library", hint="pip install tokenizers") from None
+    data = json.loads(Path(tokenizer_json).read_bytes())
+    dropped = set(moved)
+    data["added_tokens"] = [t for t in data.get("added_tokens") or [] if t.get("id") not in dropped]
+    original = Tokenizer.from_str(json.dumps(data))
+    pieces, texts = {}, {}
+    for old in moved:
+        text = layout.tokenizer.token(old)
+        texts[old] = text
+        ids = original.encode(text, add_special_tokens=False).ids if text else []
+        pieces[old] = tuple(p for p in ids if 0 <= p < layout.text_end)
+        for p in pieces[old]:
+            texts.setdefault(p, original.id_to_token(p))
+    return Init("subtoken", parsed.reinit, pieces=pieces, texts=texts)
 
 
 def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:

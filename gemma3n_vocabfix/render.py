@@ -106,7 +106,8 @@ def render_rewrite_text(report: RewriteReport, console: Console) -> None:
         moves.add_row(_range((r.old_start, r.old_stop)), _range((r.new_start, r.new_stop)))
     console.print(moves)
     tensors = Table(title="Vocabulary tensors", title_justify="left")
-    for col in ("tensor", "rows before", "rows after", "copied", "row 0 (as read before)", "new (mean)", "dropped"):
+    for col in ("tensor", "rows before", "rows after", "copied", "row 0 (as read before)", escape(f"new ({plan.init})"),
+                "dropped"):
         tensors.add_column(col, justify="left" if col == "tensor" else "right", overflow="fold")
     for t in plan.changed_tables:
         tensors.add_row(safe(t.name), f"{t.source.rows:,}", f"{t.rows_out:,}", f"{t.rows_copied:,}",
@@ -158,7 +159,7 @@ def commit_message(report: RewriteReport, source: str) -> tuple[str, str]:
     if plan.changed_tables:
         lines += ["", "Vocabulary tensors (rows):"]
         lines += [f"- {t.name}: {t.source.rows} -> {t.rows_out} ({t.rows_copied} copied, {t.rows_from_row_0} copies of "
-                  f"row 0, {t.rows_initialised} new (mean), {t.rows_dropped} dropped)" for t in plan.changed_tables]
+                  f"row 0, {t.rows_initialised} new ({t.init}), {t.rows_dropped} dropped)" for t in plan.changed_tables]
     lines += ["", "Files rewritten: " + ", ".join(plan.rewritten_files) + "; every other file is unchanged.",
               "The old -> new id map is in vocabfix.json."]
     return f"vocabfix: {rewrite_headline(report)}", "\n".join(lines)

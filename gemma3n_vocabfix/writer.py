@@ -1,7 +1,8 @@
 """Execute a plan: stream tensor bytes into a staged folder beside the output, then rename it into place.
 
 Memory stays bounded: bytes move in chunks of at most CHUNK_BYTES (by the kernel where it can),
-and the only array ever built is one chunk of rows while averaging rows for new tokens.
+and the only arrays ever built are chunks of rows while new rows are computed (init_rows.py), plus for init "normal"
+the covariance of a table of at most rows.FULL_COVARIANCE_MAX_COLUMNS columns.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from .errors import OutputError
+from .init_rows import RowMaker, from_float, to_float
 from .plan import Plan, ShardPlan, SourceBytes
-from .rows import CopyRows, MeanRows, PadRow, TablePlan
+from .rows import CopyRows, InitRows, PadRow, TablePlan
 from .safetensors_header import encode_header
 
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -119,17 +119,29 @@ def _write_shard(shard: ShardPlan, target: Path, progress: ProgressFn) -> None:
 
 def _write_table(src: BinaryIO, out: BinaryIO, table: TablePlan, progress: ProgressFn) -> None:
     row_bytes = table.source.row_bytes
-    mean_row = None
+    maker = None
     for seg in table.segments:
         if isinstance(seg, CopyRows):
             _copy_range(src, out, table.source.start + seg.first_row * row_bytes, seg.count * row_bytes, progress)
         elif isinstance(seg, PadRow):
             src.seek(table.source.start)
             _repeat_row(out, src.read(row_bytes), seg.count, progress)
-        elif isinstance(seg, MeanRows):
-            if mean_row is None:
-                mean_row = mean_of_rows(src, table)
-            _repeat_row(out, mean_row, seg.count, progress)
+        elif isinstance(seg, InitRows):
+            maker = maker or RowMaker(table, table_reader(src, table))
+            for values in maker.rows(seg):
+                data = from_float(values, table.source.dtype)
+                _write_all(out, data)
+                progress(len(data))
+
+
+def table_reader(src: BinaryIO, table: TablePlan):
+    """read(first, count): `count` input rows of the table from `first` on, as float32 (float64 for F64)."""
+    info = table.source
+
+    def read(first: int, count: int):
+        src.seek(info.start + first * info.row_bytes)
+        return to_float(src.read(count * info.row_bytes), info.dtype).reshape(count, -1)
+    return read
 
 
 def _copy_range(src: BinaryIO, out: BinaryIO, offset: int, length: int, progress: ProgressFn) -> None:
@@ -163,39 +175,11 @@ def _repeat_row(out: BinaryIO, row: bytes, count: int, progress: ProgressFn) -> 
         count -= n
 
 
-# --- the mean of a table's text rows, for rows the input does not have ---------------------------------
+# --- kept for callers of the names before init_rows.py -------------------------------------------------------
 
-def _to_float(raw: bytes, dtype: str) -> np.ndarray:
-    """Rows as float32 (float64 for F64 rows, which float32 would round)."""
-    if dtype == "BF16":
-        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-    if dtype == "F64":
-        return np.frombuffer(raw, dtype="<f8")
-    return np.frombuffer(raw, dtype={"F32": "<f4", "F16": "<f2"}[dtype]).astype(np.float32)
-
-
-def _from_float32(values: np.ndarray, dtype: str) -> bytes:
-    if dtype == "BF16":  # round to nearest even, as torch does
-        bits = values.astype(np.float32).view(np.uint32)
-        rounded = (bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16
-        return rounded.astype("<u2").tobytes()
-    return values.astype({"F32": "<f4", "F16": "<f2", "F64": "<f8"}[dtype]).tobytes()
+_to_float, _from_float32 = to_float, from_float
 
 
 def mean_of_rows(src: BinaryIO, table: TablePlan) -> bytes:
-    """Mean of the first `table.mean_of_rows` rows, cast to the table's dtype.
-
-    Accumulated in float64: float32 running sums over 262k rows lose low bits that bf16 rounding can expose.
-    """
-    info, rows = table.source, table.mean_of_rows
-    width = info.row_bytes
-    rows_per_chunk = max(1, CHUNK_BYTES // width)
-    total = None
-    for first in range(0, rows, rows_per_chunk):
-        n = min(rows_per_chunk, rows - first)
-        src.seek(info.start + first * width)
-        chunk = _to_float(src.read(n * width), info.dtype).reshape(n, -1)
-        part = chunk.sum(axis=0, dtype=np.float64)
-        total = part if total is None else total + part
-    mean = total / rows
-    return _from_float32(mean if info.dtype == "F64" else mean.astype(np.float32), info.dtype)
+    """Mean of the first `table.mean_of_rows` rows, cast to the table's dtype (init_rows.RowMaker.mean_row)."""
+    return from_float(RowMaker(table, table_reader(src, table)).mean_row(), table.source.dtype)

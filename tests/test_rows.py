@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from gemma3n_vocabfix import rewrite_checkpoint
 from gemma3n_vocabfix.layout import TableRole
-from gemma3n_vocabfix.rows import CopyRows, MeanRows, PadRow
+from gemma3n_vocabfix.rows import CopyRows, InitRows, PadRow
 
 NEW = ["<new_a>", "<new_b>", "domainword"]
 K = len(NEW)
@@ -152,7 +152,7 @@ def test_table_plan_reads_the_row_of_each_old_id(text, v, a, k, rows_delta, embe
     for seg in plan.segments:
         produced += (list(range(seg.first_row, seg.first_row + seg.count)) if isinstance(seg, CopyRows)
                      else ["row 0"] * seg.count if isinstance(seg, PadRow)
-                     else ["mean"] * seg.count if isinstance(seg, MeanRows) else [seg])
+                     else ["mean"] * seg.count if isinstance(seg, InitRows) else [seg])
     rows_in, embed_rows = table.tensor.rows, embed.tensor.rows
 
     def reads(old: int):
