@@ -297,3 +297,27 @@ def test_add_tokens_init(tiny_base, init: str) -> None:
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[2, sp.T, sp.T + 1]])).logits
     assert torch.isfinite(logits.float()).all()
+
+
+def test_fix_model_reinit_replaces_the_resized_rows(tiny_base) -> None:
+    """After tokenizer.add_tokens + resize_token_embeddings, fix_model keeps the new rows the resize made; with
+    reinit=True they are replaced by the init, in every table."""
+    import torch
+    from fixtures import tiny
+    from transformers import AutoTokenizer, Gemma3nForConditionalGeneration
+
+    from gemma3n_vocabfix import fix_model
+
+    sp = tiny.get_id_space("small")
+    for reinit in (False, True):
+        model = Gemma3nForConditionalGeneration.from_pretrained(tiny_base).eval()
+        tok = AutoTokenizer.from_pretrained(tiny_base)
+        tok.add_tokens(["<tool_call>", "zqxj"])
+        model.resize_token_embeddings(len(tok))
+        lm = model.model.language_model
+        tables = (lm.embed_tokens.weight, lm.embed_tokens_per_layer.weight)
+        resized = [w.detach()[-2:].clone() for w in tables]  # the rows the resize sampled (mean_resizing)
+        fix_model(model, tok, init="copy:<eos>", reinit=reinit)
+        for w, old in zip(tables, resized, strict=True):
+            got = w.detach()[sp.T:sp.T + 2]
+            assert torch.equal(got, w.detach()[1:2].expand_as(got) if reinit else old), (reinit, w.shape)
