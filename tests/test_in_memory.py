@@ -257,7 +257,7 @@ def test_fix_model_on_a_consistent_model_changes_nothing(base):
 
 
 @pytest.mark.parametrize("kwargs, needle", [({"strategy": "unused"}, "strategy 'unused' is not implemented yet"),
-                                            ({"init": "subtoken"}, "init 'subtoken' is not implemented yet")])
+                                            ({"init": "median"}, "unknown init 'median'")])
 def test_add_tokens_refuses_what_does_not_exist_yet(base, kwargs, needle):
     from gemma3n_vocabfix import VocabfixError, add_tokens
     from gemma3n_vocabfix.errors import UsageError
