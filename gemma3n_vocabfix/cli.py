@@ -147,6 +147,13 @@ def rewrite(
                                   "the original tokenizer splits the token into), copy:TOKEN (a token's rows)."),
     reinit: bool = typer.Option(False, "--reinit", help="Also replace the rows the input has for the appended tokens "
                                                          "(their trained rows, per-layer row-0 copies) with --init."),
+    strategy: str = typer.Option("shift", "--strategy", metavar="shift|unused",
+                                 help="shift: appended tokens go to the end of the text range, image and audio ids "
+                                      "move up; unused: each takes an <unusedN> slot of the text range, and the "
+                                      "config, sizes and image/audio ids stay as released."),
+    slots: str = typer.Option(None, "--slots", metavar="IDS",
+                              help="With --strategy unused: the <unusedN> ids to use, e.g. 6,7,9 or 6-9 "
+                                   "(default: the free ones, lowest first)."),
 ) -> None:
     """Rewrite IN into OUT (help text: REWRITE_HELP)."""
     written: list[Path] = []  # set once OUT is complete: an interrupt after that must not say "nothing written"
@@ -159,17 +166,20 @@ def rewrite(
     with handled_errors(interrupted):
         fmt = _output_format(as_json, fmt)
         _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
-                 private=private, written=written, init=init, reinit=reinit)
+                 private=private, written=written, init=init, reinit=reinit, strategy=strategy, slots=slots)
 
 
 def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputFormat, revision: str | None,
              push_to_hub: str | None, private: bool, written: list[Path], init: str = "mean",
-             reinit: bool = False) -> None:
+             reinit: bool = False, strategy: str = "shift", slots: str | None = None) -> None:
     from .hub import download_snapshot, is_repo_id, plan_push, resolve_source
+    from .placement import check_strategy, parse_slots
     from .plan import parse_init
     from .rewrite import check_output_path, rewrite_checkpoint
 
     parse_init(init, reinit)  # a bad --init before anything is read or downloaded
+    slot_ids = parse_slots(slots)
+    check_strategy(strategy, slot_ids)
     if private and not push_to_hub:
         raise UsageError("--private only applies with --push-to-hub REPO")
     if push_to_hub is not None and not is_repo_id(push_to_hub):
@@ -185,7 +195,7 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         folder = source.path
     with _progress(enabled=people and not dry_run) as progress:
         report = rewrite_checkpoint(folder, dst, dry_run=dry_run, force=force, progress=progress, init=init,
-                                    reinit=reinit)
+                                    reinit=reinit, strategy=strategy, slots=slot_ids)
     if not dry_run:
         written.append(dst)
     push = plan_push(report, dst, push_to_hub, private=private, source=label) if push_to_hub else None

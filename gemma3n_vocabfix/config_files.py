@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import LayoutError
 from .layout import Layout
 
 IdFn = Callable[[int], int]
@@ -35,7 +36,12 @@ def _map_ids(value: Any, new_id: IdFn) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return new_id(value) if value >= 0 else value
+        if value < 0:
+            return value
+        mapped = new_id(value)
+        if mapped is None:
+            raise LayoutError(f"token id {value} is named in the config but has no id after the rewrite")
+        return mapped
     if isinstance(value, list):
         return [_map_ids(v, new_id) for v in value]
     return value
@@ -92,12 +98,12 @@ def rewrite_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange
     config and each field changed."""
     out, changes = copy.deepcopy(config), []
     _remap_token_ids(out, layout.id_map, "config.json", "", changes)
-    _set(out, "text_config.vocab_size", layout.total, "config.json", changes)
+    _set(out, "text_config.vocab_size", layout.new_total, "config.json", changes)
     _set(out, "text_config.vocab_size_per_layer_input", layout.new_text_size, "config.json", changes)
     _set(out, "vision_config.vocab_offset", layout.new_vision_offset, "config.json", changes)
     _set(out, "audio_config.vocab_offset", layout.new_audio_offset, "config.json", changes)
     if isinstance(out.get("vocab_size"), int):  # a few re-serialised configs repeat it at the top level
-        _set(out, "vocab_size", layout.total, "config.json", changes)
+        _set(out, "vocab_size", layout.new_total, "config.json", changes)
     return out, changes
 
 
@@ -106,6 +112,17 @@ def rewrite_generation_config(config: dict, layout: Layout) -> tuple[dict, list[
     out, changes = copy.deepcopy(config), []
     _remap_token_ids(out, layout.id_map, "generation_config.json", "", changes)
     return out, changes
+
+
+def token_ids_named(config: dict) -> set[int]:
+    """Every token id the config names, in the keys the rewrite maps."""
+    seen: set[int] = set()
+
+    def record(token_id: int) -> int:
+        seen.add(token_id)
+        return token_id
+    _remap_token_ids(copy.deepcopy(config), record, "", "", [])
+    return seen
 
 
 def dump_json(data: dict) -> bytes:

@@ -23,20 +23,26 @@ class IdRange:
 
 
 class IdMap:
-    """A bijection of [0, size) given by ranges that each shift a block of ids by a constant."""
+    """Old ids [0, size) -> new ids, given by ranges that each shift a block of ids by a constant.
 
-    def __init__(self, ranges: list[IdRange]):
+    `dropped`: old id ranges that have no new id (the `<unusedN>` slots the "unused" placement gives to appended
+    tokens); the map sends them to None. Without dropped ids the map is a bijection of [0, size); with them, a
+    bijection of the kept old ids onto [0, size - dropped).
+    """
+
+    def __init__(self, ranges: list[IdRange], dropped: list[tuple[int, int]] = ()):
         self.ranges = sorted((r for r in ranges if r.length > 0), key=lambda r: r.old_start)
+        self.dropped = sorted((lo, hi) for lo, hi in dropped if hi > lo)
         self._old_starts = [r.old_start for r in self.ranges]
         by_new = sorted(self.ranges, key=lambda r: r.new_start)
         self._by_new = by_new
         self._new_starts = [r.new_start for r in by_new]
-        self.size = sum(r.length for r in self.ranges)
+        self.size = sum(r.length for r in self.ranges) + sum(hi - lo for lo, hi in self.dropped)
         expected = 0
-        for r in self.ranges:
-            if r.old_start != expected:
+        for lo, hi in sorted([(r.old_start, r.old_stop) for r in self.ranges] + self.dropped):
+            if lo != expected:
                 raise ValueError(f"id ranges leave a gap or overlap at old id {expected}")
-            expected = r.old_stop
+            expected = hi
         expected = 0
         for r in by_new:
             if r.new_start != expected:
@@ -45,18 +51,18 @@ class IdMap:
 
     @property
     def is_identity(self) -> bool:
-        return all(r.old_start == r.new_start for r in self.ranges)
+        return not self.dropped and all(r.old_start == r.new_start for r in self.ranges)
 
-    def __call__(self, old_id: int) -> int:
-        """New id of `old_id`; ids at or past the map's size are returned unchanged."""
+    def __call__(self, old_id: int) -> int | None:
+        """New id of `old_id` (None for a dropped id); ids at or past the map's size are returned unchanged."""
         if old_id < 0 or old_id >= self.size:
             return old_id
         return self._table[old_id]
 
     @functools.cached_property
-    def _table(self) -> list[int]:
+    def _table(self) -> list[int | None]:
         """New id of every old id: tokenizer files map each of their ~262k ids, and a list index beats bisect."""
-        table = [0] * self.size
+        table: list[int | None] = [None] * self.size
         for r in self.ranges:
             table[r.old_start:r.old_stop] = range(r.new_start, r.new_stop)
         return table
@@ -70,3 +76,6 @@ class IdMap:
 
     def to_json(self) -> list[dict[str, int]]:
         return [{"old_start": r.old_start, "old_stop": r.old_stop, "new_start": r.new_start} for r in self.ranges]
+
+    def dropped_json(self) -> list[list[int]]:
+        return [[lo, hi] for lo, hi in self.dropped]

@@ -1,4 +1,5 @@
-"""The rewrite on a loaded model: `fix_model` and `add_tokens` (issue 8; strategy "shift"; every init mode).
+"""The rewrite on a loaded model: `fix_model` and `add_tokens` (issue 8; strategies "shift" and "unused"; every init
+mode).
 
 A model extended the transformers way (`tokenizer.add_tokens` + `model.resize_token_embeddings`) is fixed where it is,
 in memory, with the same layout (layout.py), the same row plan (rows.plan_table: the function-preserving rule) and
@@ -26,12 +27,12 @@ from .checkpoint import JSON_TOKENIZER_FILES, SENTENCEPIECE_FILE, Checkpoint, We
 from .config_files import FieldChange, rewrite_config, rewrite_generation_config
 from .errors import NotGemma3nError, UsageError
 from .id_map import IdMap
-from .layout import CANONICAL_NAMES, Layout, TableRole, analyse
+from .layout import CANONICAL_NAMES, STRATEGIES, Layout, TableRole, analyse
+from .placement import check_strategy, place_on_unused
 from .plan import check_initialisable, parse_init, resolve_init
 from .rows import CopyRows, InitRows, PadRow, TablePlan, plan_table
 from .safetensors_header import TensorInfo
 
-STRATEGIES = ("shift",)
 IN_MEMORY_LABEL = "the loaded model"
 
 
@@ -50,18 +51,23 @@ class VocabResult:
     changed: bool = True
 
 
-def fix_model(model, tokenizer_or_processor, *, init: str = "mean", reinit: bool = False) -> VocabResult:
+def fix_model(model, tokenizer_or_processor, *, init: str = "mean", reinit: bool = False, strategy: str = "shift",
+              slots: list[int] | None = None) -> VocabResult:
     """Put a loaded `Gemma3nForConditionalGeneration` (or a `peft.PeftModel` around one) that was extended the
     transformers way into the layout stock transformers runs, in place, and renumber its tokenizer.
 
     `init` / `reinit` as for `vocabfix rewrite --init / --reinit`: how rows the model does not have are made
     ("mean", "zeros", "normal", "subtoken", "copy:TOKEN"), and whether the appended tokens' rows it has are replaced.
+    `strategy` / `slots` as for `vocabfix rewrite --strategy / --slots`: "shift" moves the appended tokens to the
+    end of the text range and the image and audio ids up; "unused" puts each on an `<unusedN>` slot and keeps the
+    released shapes, config and image/audio ids.
 
     Raises NotGemma3nError for another model, UsageError for tables it cannot re-row (quantized, offloaded, wrapped
     by an adapter) or a bad init, LayoutError / RewriteRefused when the layout cannot be reconciled (as
     `vocabfix rewrite` does).
     """
     parsed = parse_init(init, reinit)
+    check_strategy(strategy, slots)
     base = _gemma3n_model(model)
     tables = _vocab_modules(base)
     with tempfile.TemporaryDirectory(prefix="vocabfix-") as tmp:
@@ -71,7 +77,9 @@ def fix_model(model, tokenizer_or_processor, *, init: str = "mean", reinit: bool
         layout = analyse(ckpt)
         layout.tied = TableRole.LM_HEAD not in tables
         _refuse_blocking(ckpt, layout)
-        moved = list(range(layout.text_end, layout.new_text_size))
+        if strategy != "shift":
+            layout = place_on_unused(layout, ckpt, slots)
+        moved = [layout.id_map(i) for i in layout.moved_ids]
         if layout.is_consistent:
             return VocabResult(tokenizer_or_processor, [], layout.id_map, changed=False)
         resolved = resolve_init(parsed, layout, folder / "tokenizer.json")
@@ -86,18 +94,19 @@ def fix_model(model, tokenizer_or_processor, *, init: str = "mean", reinit: bool
 def add_tokens(model, tokenizer_or_processor, tokens: list[str], special: bool = False, strategy: str = "shift",
                init: str = "mean") -> VocabResult:
     """Add `tokens` to the tokenizer and the model so that nothing breaks: the new tokens go to the end of the text
-    range (strategy "shift"), the vision and audio ids move up behind them, and the new rows of every vocabulary
+    range (strategy "shift"), the vision and audio ids move up behind them, or each takes an `<unusedN>` slot of
+    the text range, lowest ids first (strategy "unused": the config, shapes and image/audio ids stay as
+    released), and the new rows of every vocabulary
     table are made by `init`: "mean" (of its text rows), "zeros", "normal" (transformers' mean_resizing), "subtoken"
     (the mean of the rows of the pieces the tokenizer split the token into before) or "copy:TOKEN" (that token's
     rows). Tokens the tokenizer already has keep their id.
 
     The object passed in is not modified: `result.tokenizer` is a new one of the same class. `result.token_ids` are
-    the ids of `tokens`, in order. Raises UsageError for a strategy that does not exist yet or a bad init, and
-    what `fix_model` raises.
+    the ids of `tokens`, in order. Raises UsageError for an unknown strategy, too few free `<unusedN>` slots or a
+    bad init, and what `fix_model` raises.
     """
     if strategy not in STRATEGIES:
-        raise UsageError(f"strategy {strategy!r} is not implemented yet; only {', '.join(map(repr, STRATEGIES))} "
-                         "exists so far", hint="call add_tokens(..., strategy='shift')")
+        raise UsageError(f"unknown strategy {strategy!r}", hint="use 'shift' or 'unused'")
     parse_init(init)
     if isinstance(tokens, str) or not all(isinstance(t, str) and t for t in tokens):
         raise UsageError("tokens must be a list of non-empty strings")
@@ -107,7 +116,7 @@ def add_tokens(model, tokenizer_or_processor, tokens: list[str], special: bool =
         extended = type(tokenizer_or_processor).from_pretrained(tmp)
     _text_tokenizer(extended).add_tokens(list(tokens), special_tokens=special)
     # The model is not resized: rows for the new ids are made by the plan (InitRows: no runtime could read them).
-    result = fix_model(model, extended, init=init)
+    result = fix_model(model, extended, init=init, strategy=strategy)
     result.token_ids = list(_text_tokenizer(result.tokenizer).convert_tokens_to_ids(list(tokens)))
     return result
 
@@ -309,7 +318,7 @@ def _update_configs(base, layout: Layout) -> None:
     inner, lm = base.model, base.model.language_model
     for owner in (base, inner, lm):
         if "vocab_size" in vars(owner):
-            owner.vocab_size = layout.total
+            owner.vocab_size = layout.new_total
     inner.vocab_size_per_layer_input = layout.new_text_size
     inner.embed_vision.vocab_offset = layout.new_vision_offset
     inner.embed_audio.vocab_offset = layout.new_audio_offset

@@ -127,6 +127,11 @@ class Layout:
     vision_start: int = -1  # -1: where the config says
     audio_start: int = -1
     evidence_conflict: str | None = None  # the evidence of which ids are image and which audio disagrees
+    # the placement of the moved text ids (analyse(strategy=, slots=)): "shift" moves them to the end of the text
+    # range and the vision / audio ranges up; "unused" puts each appended token on an `<unusedN>` slot of the text
+    # range (`slots`: the slot id of each appended id, in order) and keeps the released sizes and offsets
+    strategy: str = "shift"
+    slots: tuple[int, ...] = ()
 
     # --- the config's ranges (what stock transformers routes) ---------------------------------------------------
 
@@ -191,7 +196,27 @@ class Layout:
 
     @property
     def new_text_size(self) -> int:
+        if self.strategy == "unused":
+            return self.text_end
         return self.total - self.vision_size - self.audio_size
+
+    @property
+    def new_total(self) -> int:
+        """The output's vocab_size: every id of the consistent layout (the input's `total` for "shift", the
+        released T + V + A for "unused")."""
+        return self.new_text_size + self.vision_size + self.audio_size
+
+    @property
+    def moved_ids(self) -> list[int]:
+        """The old ids of the text ids that move into the text range, in order of their new ids."""
+        return [i for r in self.id_map.in_new_order() if r.old_start >= self.text_end
+                and r.new_start < self.new_text_size for i in range(r.old_start, r.old_stop)]
+
+    @property
+    def slot_of(self) -> dict[int, int]:
+        """"unused": appended old id -> the slot id it takes."""
+        lo = self.multimodal_end
+        return {lo + n: slot for n, slot in enumerate(self.slots)}
 
     @property
     def new_vision_offset(self) -> int:
@@ -210,8 +235,11 @@ class Layout:
             self.vision_start = self.vision_offset
         if self.audio_start < 0:
             self.audio_start = self.audio_offset
-        self._id_map = build_id_map(self.total, (self.vision_start, self.vision_size),
-                                    (self.audio_start, self.audio_size))
+        if self.strategy == "unused":
+            self._id_map = build_slot_map(self.total, self.text_end, self.multimodal_end, self.slots)
+        else:
+            self._id_map = build_id_map(self.total, (self.vision_start, self.vision_size),
+                                        (self.audio_start, self.audio_size))
 
     @property
     def before(self) -> IdRanges:
@@ -221,8 +249,8 @@ class Layout:
     @property
     def after(self) -> IdRanges:
         t = self.new_text_size
-        return IdRanges((0, t), (t, self.new_audio_offset), (self.new_audio_offset, self.total), (t, t),
-                        self.total, t, self.total)
+        return IdRanges((0, t), (t, self.new_audio_offset), (self.new_audio_offset, self.new_total), (t, t),
+                        self.new_total, t, self.new_total)
 
     # --- tables -----------------------------------------------------------------------------------------------
 
@@ -235,7 +263,7 @@ class Layout:
 
     def target_rows(self, table: VocabTable) -> int:
         """The rows the table has in the consistent layout."""
-        return {IdKind.EVERY: self.total, IdKind.TEXT: self.new_text_size,
+        return {IdKind.EVERY: self.new_total, IdKind.TEXT: self.new_text_size,
                 IdKind.VISION: self.vision_size, IdKind.AUDIO: self.audio_size}[table.holds]
 
     def first_id(self, table: VocabTable) -> int:
@@ -258,7 +286,7 @@ class Layout:
     def is_consistent(self) -> bool:
         """Already in the layout stock transformers accepts: a rewrite would change nothing."""
         return (self.id_map.is_identity
-                and self.vocab_size == self.total
+                and self.vocab_size == self.new_total
                 and self.per_layer_size == self.new_text_size
                 and self.vision_offset == self.new_vision_offset
                 and self.audio_offset == self.new_audio_offset
@@ -280,6 +308,21 @@ def build_id_map(total: int, vision: tuple[int, int], audio: tuple[int, int]) ->
         ranges.append(IdRange(start, new, size))
         new += size
     return IdMap(ranges)
+
+
+def build_slot_map(total: int, text_end: int, appended_start: int, slots: tuple[int, ...]) -> IdMap:
+    """"unused": the appended ids [appended_start, total) take the slot ids `slots` (text ids) in order; every other
+    id below `appended_start` keeps its id, and the slots' own old ids are dropped. The text ids and the multimodal
+    ids [text_end, appended_start) are separate ranges (a table cut at the text range ends between two ranges)."""
+    if len(slots) != total - appended_start:
+        raise ValueError(f"{len(slots)} slots for {total - appended_start} appended ids")
+    ranges, cursor = [], 0
+    for slot in sorted(slots):
+        ranges.append(IdRange(cursor, cursor, slot - cursor))
+        cursor = slot + 1
+    ranges += [IdRange(cursor, cursor, text_end - cursor), IdRange(text_end, text_end, appended_start - text_end)]
+    ranges += [IdRange(appended_start + n, slot, 1) for n, slot in enumerate(slots)]
+    return IdMap(ranges, [(slot, slot + 1) for slot in slots])
 
 
 def find_vocab_tables(ckpt: Checkpoint) -> tuple[list[VocabTable], list[TensorInfo]]:
@@ -312,12 +355,27 @@ def word_embeddings_tied(config: dict) -> bool:
     return value if isinstance(value, bool) else True
 
 
-def analyse(ckpt: Checkpoint) -> Layout:
-    """The layout of a checkpoint already read (no file is opened).
+STRATEGIES = ("shift", "unused")
+
+
+def analyse(ckpt: Checkpoint, strategy: str = "shift", slots: list[int] | None = None) -> Layout:
+    """The layout of a checkpoint already read (no file is opened), with its target placed by `strategy`:
+    "shift" (the default) or "unused" (`slots`: the `<unusedN>` ids to use, default the free ones lowest first;
+    placement.choose_slots).
 
     Raises LayoutError when the config's layout fields are not non-negative integers or when the vision and audio
-    ranges overlap.
+    ranges overlap, and UsageError when the "unused" placement is impossible.
     """
+    layout = _analyse(ckpt)
+    if strategy == "shift" and slots is None:
+        return layout
+    from .placement import check_strategy, place_on_unused
+
+    check_strategy(strategy, slots)
+    return place_on_unused(layout, ckpt, slots)
+
+
+def _analyse(ckpt: Checkpoint) -> Layout:
     text, vision, audio = ckpt.text_config, ckpt.config["vision_config"], ckpt.config["audio_config"]
     vision_offset = _int_field(vision, "vocab_offset", "vision_config")
     vision_size = _int_field(vision, "vocab_size", "vision_config")

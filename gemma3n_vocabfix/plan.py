@@ -93,6 +93,7 @@ class Plan:
             "layout_before": self.layout.before.to_dict(),
             "layout_after": self.layout.after.to_dict(),
             "id_map": self.layout.id_map.to_json(),
+            **self._placement(),
             "tensors": [{"name": t.name, "rows_before": t.source.rows, "rows_after": t.rows_out,
                          "rows_copied": t.rows_copied, "rows_from_row_0": t.rows_from_row_0,
                          "rows_initialised_to_mean": t.rows_initialised if t.init.mode == "mean" else 0,
@@ -101,6 +102,16 @@ class Plan:
             "init": {"mode": str(self.init), "reinit": self.init.reinit},
             "config_changes": [{"file": c.file, "key": c.key, "old": c.old, "new": c.new} for c in self.changes],
         }
+
+    def _placement(self) -> dict:
+        lay = self.layout
+        if lay.strategy != "unused":
+            return {"strategy": lay.strategy}
+        return {"strategy": "unused",
+                "slots": {lay.tokenizer.token(old) or str(old): slot for old, slot in lay.slot_of.items()},
+                "id_map_dropped": lay.id_map.dropped_json(),
+                "id_map_dropped_note": "old ids in each [old_start, old_stop) of id_map_dropped have no new id: they "
+                                       "were <unusedN> slots, now the appended tokens' (see slots)"}
 
     @property
     def changed_tables(self) -> list[TablePlan]:
@@ -179,8 +190,7 @@ def resolve_init(init: str | Init, layout: Layout, tokenizer_json: Path | None, 
     below the moved ids), and subtoken without a tokenizer.json (or without the tokenizers library).
     """
     parsed = parse_init(init, reinit) if isinstance(init, str) else init
-    moved = [i for r in layout.id_map.in_new_order() if r.old_start >= layout.text_end
-             and r.new_start < layout.new_text_size for i in range(r.old_start, r.old_stop)]
+    moved = layout.moved_ids
     if parsed.mode == "copy":
         token_id = layout.tokenizer.id_of(parsed.token)
         if token_id is None:
@@ -217,7 +227,7 @@ def resolve_init(init: str | Init, layout: Layout, tokenizer_json: Path | None, 
 def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
     """New contents of the JSON and tokenizer files; None for a file whose content does not change."""
     new_id = layout.id_map
-    added_by_new_id = {new_id(i): tok for i, tok in layout.tokenizer.added.items()}
+    added_by_new_id = {new_id(i): tok for i, tok in layout.tokenizer.added.items() if new_id(i) is not None}
     config, changes = rewrite_config(ckpt.config, layout)
     out: dict[str, bytes | None] = {"config.json": _json_if_changed(ckpt.config, config)}
     if ckpt.generation_config is not None:

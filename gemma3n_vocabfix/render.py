@@ -50,7 +50,8 @@ def rewrite_headline(report: RewriteReport) -> str:
         return "nothing to change: already in the layout stock transformers accepts"
     parts = []
     if lay.appended:
-        parts.append(f"move {lay.appended} appended token{'s' if lay.appended != 1 else ''} into the text range")
+        where = "onto <unusedN> slots" if lay.strategy == "unused" else "into the text range"
+        parts.append(f"move {lay.appended} appended token{'s' if lay.appended != 1 else ''} {where}")
     between = lay.moved_text_ids - lay.appended
     if between:
         parts.append(f"move {between} id{'s' if between != 1 else ''} between the vision and audio ranges into the "
@@ -65,9 +66,17 @@ def rewrite_headline(report: RewriteReport) -> str:
     new_rows = sum(t.rows_initialised for t in plan.changed_tables)
     if new_rows:
         parts.append(f"initialise {new_rows} missing row{'s' if new_rows != 1 else ''}")
-    if lay.vocab_size != lay.total:
-        parts.append(f"vocab_size {lay.vocab_size} -> {lay.total}")
+    if lay.vocab_size != lay.new_total:
+        parts.append(f"vocab_size {lay.vocab_size} -> {lay.new_total}")
     return "; ".join(parts) or "correct the layout fields of config.json"
+
+
+def _appended_after(lay) -> str:
+    """Where the appended ids go: a range (shift) or the `<unusedN>` slots they take (unused)."""
+    lo, hi = lay.appended_range
+    if lay.strategy == "unused":
+        return "slots " + ", ".join(str(s) for s in lay.slots)
+    return _range((lay.id_map(lo), lay.id_map(lo) + hi - lo))
 
 
 def _layout_table(report: RewriteReport) -> Table:
@@ -79,9 +88,7 @@ def _layout_table(report: RewriteReport) -> Table:
         table.add_row(key, _range(getattr(before, key)), _range(getattr(after, key)))
     lay = report.layout
     if lay.appended:
-        lo, hi = before.appended
-        table.add_row("appended", _range(before.appended), _range((lay.id_map(lo), lay.id_map(lo) + hi - lo))
-                      + " (text)")
+        table.add_row("appended", _range(before.appended), _appended_after(lay) + " (text)")
     for key in ("vocab_size", "vocab_size_per_layer_input", "tokenizer_size"):
         table.add_row(key.replace("_", " ") if key == "tokenizer_size" else key, f"{getattr(before, key):,}",
                       f"{getattr(after, key):,}")
@@ -104,6 +111,8 @@ def render_rewrite_text(report: RewriteReport, console: Console) -> None:
         moves.add_column(col)
     for r in report.id_map.ranges:
         moves.add_row(_range((r.old_start, r.old_stop)), _range((r.new_start, r.new_stop)))
+    for lo, hi in report.id_map.dropped:
+        moves.add_row(_range((lo, hi)), "dropped (slot given to an appended token)")
     console.print(moves)
     tensors = Table(title="Vocabulary tensors", title_justify="left")
     for col in ("tensor", "rows before", "rows after", "copied", "row 0 (as read before)", escape(f"new ({plan.init})"),
@@ -153,7 +162,7 @@ def commit_message(report: RewriteReport, source: str) -> tuple[str, str]:
         lines.append(f"- {key}: [{old[0]}, {old[1]}) -> [{new[0]}, {new[1]})")
     if lay.appended:
         lo, hi = before.appended
-        lines.append(f"- appended: [{lo}, {hi}) -> [{lay.id_map(lo)}, {lay.id_map(lo) + hi - lo})")
+        lines.append(f"- appended: [{lo}, {hi}) -> {_appended_after(lay)}")
     if plan.changes:
         lines += ["", "Config fields:"] + [f"- {c.file} {c.key}: {c.old} -> {c.new}" for c in plan.changes]
     if plan.changed_tables:

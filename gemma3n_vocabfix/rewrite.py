@@ -10,6 +10,7 @@ from .errors import OutputError, RewriteRefused
 from .findings import BLOCKS_REWRITE, Finding, find_problems
 from .id_map import IdMap
 from .layout import Layout, analyse
+from .placement import check_strategy, place_on_unused
 from .plan import Plan, make_plan, parse_init, resolve_init
 from .writer import ProgressFn, write_plan
 
@@ -75,25 +76,33 @@ def refuse_blocking(ckpt: Checkpoint, findings: list[Finding]) -> None:
 
 
 def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = False, force: bool = False,
-                       progress: ProgressFn | None = None, init: str = "mean", reinit: bool = False) -> RewriteReport:
+                       progress: ProgressFn | None = None, init: str = "mean", reinit: bool = False,
+                       strategy: str = "shift", slots: list[int] | None = None) -> RewriteReport:
     """Write a copy of the checkpoint folder `src` to `dst` in the layout stock transformers accepts.
 
     The input is never modified; `dst` appears only once complete (staged beside it, then renamed). With `dry_run`
     nothing is written and the report carries the plan. `progress` is called with the number of bytes written.
     `init` makes the rows the input does not have: "mean" (of the text rows), "zeros", "normal", "subtoken" or
     "copy:TOKEN" (README, "Initialising new rows"); `reinit` also replaces the rows the input has for the appended
-    tokens.
+    tokens. `strategy`: "shift" (appended tokens at the end of the text range, image and audio ids moved up) or
+    "unused" (each appended token on an `<unusedN>` slot, `slots` or the free ones lowest first; the released sizes,
+    offsets and image/audio ids kept).
 
-    Raises UsageError (an unknown init, copy of a token the input lacks, subtoken without tokenizer.json),
+    Raises UsageError (an unknown strategy, too few free slots or a slot that is not a free `<unusedN>` token,
+    strategy unused on ranges that are not [text | vision | audio] at the config's offsets, an unknown init, copy
+    of a token the input lacks, subtoken without tokenizer.json),
     OutputError (bad or existing `dst`, write failure), CheckpointError / NotGemma3nError (unreadable
     input), LayoutError (unusable layout fields) and RewriteRefused (a problem listed in findings.BLOCKS_REWRITE).
     """
     src, dst = Path(src), Path(dst)
     parsed = parse_init(init, reinit)
+    check_strategy(strategy, slots)
     check_output_path(dst, force=force, src=src)
     ckpt = read_checkpoint(src, merges=False)
     layout = analyse(ckpt)
     refuse_blocking(ckpt, find_problems(ckpt, layout))
+    if strategy != "shift":
+        layout = place_on_unused(layout, ckpt, slots)
     resolved = parsed if layout.is_consistent else resolve_init(parsed, layout, src / "tokenizer.json")
     plan = make_plan(ckpt, layout, resolved)
     if not dry_run:

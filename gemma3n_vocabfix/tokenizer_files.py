@@ -19,7 +19,7 @@ from . import sentencepiece_model
 from .errors import CheckpointError
 from .id_map import IdMap
 
-IdFn = Callable[[int], int]
+IdFn = Callable[[int], "int | None"]  # None: the id is dropped (an `<unusedN>` slot given to an appended token)
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def renumber_tokenizer_json(data: dict, new_id: IdFn, added: dict[int, str]) -> 
     """A renumbered copy of tokenizer.json. `added` maps new ids to added-token strings (fills vocab gaps)."""
     out = dict(data)
     moved = ({**entry, "id": new_id(int(entry["id"]))} for entry in data.get("added_tokens") or [])
-    out["added_tokens"] = sorted(moved, key=lambda entry: entry["id"])
+    out["added_tokens"] = sorted((e for e in moved if e["id"] is not None), key=lambda entry: entry["id"])
     if data.get("model"):
         out["model"] = _renumber_model(data["model"], new_id, added)
     if data.get("post_processor"):
@@ -199,6 +199,7 @@ def _renumber_model(model: dict, new_id: IdFn, added: dict[int, str]) -> dict:
     vocab = model.get("vocab")
     if isinstance(vocab, dict):
         moved = {tok: new_id(int(i)) for tok, i in vocab.items()}
+        moved = {tok: i for tok, i in moved.items() if i is not None}
         taken = set(moved.values())
         # tokenizers gives an added token missing from the vocabulary the next free id past the vocabulary,
         # so a vocabulary with a hole would push the token that belongs there elsewhere: fill every hole.
@@ -211,10 +212,18 @@ def _renumber_model(model: dict, new_id: IdFn, added: dict[int, str]) -> dict:
         out["vocab"] = dict(sorted(moved.items(), key=lambda kv: kv[1]))
     elif isinstance(vocab, list):
         placed = {new_id(i): entry for i, entry in enumerate(vocab)}
+        placed.pop(None, None)
         out["vocab"] = [placed.get(i) or [_filler(added, i), 0.0] for i in range(max(placed, default=-1) + 1)]
     if isinstance(model.get("unk_id"), int):
-        out["unk_id"] = new_id(model["unk_id"])
+        out["unk_id"] = _kept(new_id, model["unk_id"], "model.unk_id")
     return out
+
+
+def _kept(new_id: IdFn, token_id: int, what: str) -> int:
+    mapped = new_id(token_id)
+    if mapped is None:
+        raise CheckpointError(f"tokenizer.json: {what} names id {token_id}, which the rewrite gives to another token")
+    return mapped
 
 
 def _filler(added: dict[int, str], token_id: int) -> str:
@@ -235,27 +244,30 @@ def _renumber_post_processor(proc: object, new_id: IdFn, what: str = "post_proce
                                  for name, spec in proc["special_tokens"].items()}
     for key in ("cls", "sep"):  # BertProcessing / RobertaProcessing: [token, id]
         if isinstance(proc.get(key), list) and len(proc[key]) == 2:
-            out[key] = [proc[key][0], new_id(_token_id(proc[key][1], "tokenizer.json", f"{what}.{key}"))]
+            out[key] = [proc[key][0], _kept(new_id, _token_id(proc[key][1], "tokenizer.json", f"{what}.{key}"),
+                                            f"{what}.{key}")]
     return out
 
 
 def _renumber_special_token(spec: object, new_id: IdFn, what: str) -> dict:
     spec = _of_type(spec, dict, "tokenizer.json", what)
     ids = _of_type(spec.get("ids", []), list, "tokenizer.json", f"{what}.ids")
-    return {**spec, "ids": [new_id(_token_id(i, "tokenizer.json", what)) for i in ids]}
+    return {**spec, "ids": [_kept(new_id, _token_id(i, "tokenizer.json", what), what) for i in ids]}
 
 
 def renumber_tokenizer_config(data: dict, new_id: IdFn) -> dict:
     out = dict(data)
     decoder = data.get("added_tokens_decoder")
     if isinstance(decoder, dict):
-        moved = sorted(((new_id(int(k)), v) for k, v in decoder.items()), key=lambda kv: kv[0])
+        moved = sorted(((new_id(int(k)), v) for k, v in decoder.items() if new_id(int(k)) is not None),
+                       key=lambda kv: kv[0])
         out["added_tokens_decoder"] = {str(k): v for k, v in moved}
     return out
 
 
 def renumber_added_tokens(data: dict, new_id: IdFn) -> dict:
-    return dict(sorted(((tok, new_id(int(i))) for tok, i in data.items()), key=lambda kv: kv[1]))
+    moved = ((tok, new_id(int(i))) for tok, i in data.items())
+    return dict(sorted(((tok, i) for tok, i in moved if i is not None), key=lambda kv: kv[1]))
 
 
 def renumber_sentencepiece(buf: bytes, id_map: IdMap, added: dict[int, str], text_size: int) -> bytes:

@@ -256,7 +256,7 @@ def test_fix_model_on_a_consistent_model_changes_nothing(base):
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
 
 
-@pytest.mark.parametrize("kwargs, needle", [({"strategy": "unused"}, "strategy 'unused' is not implemented yet"),
+@pytest.mark.parametrize("kwargs, needle", [({"strategy": "middle"}, "unknown strategy 'middle'"),
                                             ({"init": "median"}, "unknown init 'median'")])
 def test_add_tokens_refuses_what_does_not_exist_yet(base, kwargs, needle):
     from gemma3n_vocabfix import VocabfixError, add_tokens
