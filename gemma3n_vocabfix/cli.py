@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +14,15 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import EXIT_BROKEN_PIPE, EXIT_CANNOT_RUN, EXIT_INTERRUPTED, UsageError, VocabfixError
+from .errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CANNOT_RUN,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    UsageError,
+    VocabfixError,
+)
 
 app = typer.Typer(
     name="vocabfix",
@@ -217,6 +226,8 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
     if fmt is OutputFormat.github:
         render_rewrite_github(report, sys.stdout)
         return
+    for stale in report.stale_removed:
+        stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.", soft_wrap=True)
     render_rewrite_text(report, stdout)
     if push is not None and pushed_url is None:
         stdout.print(f"[yellow]Dry run:[/] would push OUT to {safe(push.repo_id)}"
@@ -261,6 +272,9 @@ def handled_errors(interrupted: Callable[[], str] = lambda: "Interrupted.") -> I
     except KeyboardInterrupt:
         stderr.print(interrupted(), soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Terminated:
+        stderr.print(interrupted().replace("Interrupted", "Terminated", 1), soft_wrap=True)
+        raise typer.Exit(EXIT_TERMINATED) from None
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
@@ -286,8 +300,12 @@ def main() -> None:
     """Run the command line. Commands handle their own errors (handled_errors); this turns a usage error (unknown
     option, missing argument) into the same one line, and catches what happens outside a command. The console
     script enters through __main__.py, which also catches Ctrl-C while this module loads."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)
+    except Terminated:
+        stderr.print("Terminated.")
+        code = EXIT_TERMINATED
     except typer.Abort:
         stderr.print("Interrupted.")
         code = EXIT_INTERRUPTED
@@ -299,6 +317,10 @@ def main() -> None:
             raise
         code = _usage_error(e)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def _is_usage_error(e: Exception) -> bool:

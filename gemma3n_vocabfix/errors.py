@@ -2,10 +2,15 @@
 
 Exit codes are a contract (README "Exit codes"): 0 success, 1 the checkpoint has problems (inspect's findings),
 2 the command could not run (every error here), 130 interrupted (Ctrl-C), 141 the reader closed stdout (SIGPIPE's
-shell code).
+shell code), 143 terminated (SIGTERM).
 """
 
-EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_TERMINATED = 0, 1, 2, 130, 141, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM (a cancelled CI job, `kill`): raised where the process is, so a rewrite cleans up like on Ctrl-C.
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it."""
 
 
 class VocabfixError(Exception):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import Checkpoint, read_checkpoint
@@ -23,6 +23,7 @@ class RewriteReport:
     destination: Path
     plan: Plan
     dry_run: bool
+    stale_removed: list[Path] = field(default_factory=list)  # partial outputs of killed runs, cleaned up
 
     @property
     def changed(self) -> bool:
@@ -38,7 +39,8 @@ class RewriteReport:
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "destination": str(self.destination), "dry_run": self.dry_run,
-                "changed": self.changed, **self.plan.summary(), "files_rewritten": self.plan.rewritten_files}
+                "changed": self.changed, **self.plan.summary(), "files_rewritten": self.plan.rewritten_files,
+                "stale_partials_removed": [str(p) for p in self.stale_removed]}
 
 
 REPLACEABLE_MARKERS = ("config.json", "vocabfix.json")  # what --force may replace: a checkpoint, not any folder
@@ -105,6 +107,5 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
         layout = place_on_unused(layout, ckpt, slots)
     resolved = parsed if layout.is_consistent else resolve_init(parsed, layout, src / "tokenizer.json")
     plan = make_plan(ckpt, layout, resolved)
-    if not dry_run:
-        write_plan(plan, dst, force=force, progress=progress)
-    return RewriteReport(src, dst, plan, dry_run)
+    stale = [] if dry_run else write_plan(plan, dst, force=force, progress=progress)
+    return RewriteReport(src, dst, plan, dry_run, stale)

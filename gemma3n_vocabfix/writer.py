@@ -25,13 +25,20 @@ CHUNK_BYTES = 16 * 1024 * 1024
 ProgressFn = Callable[[int], None]
 
 
-def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None) -> None:
-    """Write `plan` to `dst`: every file into a hidden stage folder beside it, then one rename.
+STAGE_SUFFIX = ".vocabfix-partial"
+STAGE_MARKER = ".vocabfix-stage"  # inside a stage folder: the pid that is writing it; never reaches OUT
 
-    On any failure or interrupt the stage is removed and an existing `dst` (with `force`) is left as it was.
-    Raises OutputError for I/O errors (disk full, unwritable parent), naming the file.
+
+def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None) -> list[Path]:
+    """Write `plan` to `dst`: every file into a hidden stage folder beside it, each flushed to disk (fsync), the
+    folder flushed, then one rename, then the parent folder flushed: after a crash OUT is either absent or complete.
+
+    A stage folder left beside `dst` by a killed run (recognised by its marker, whose process is gone) is removed
+    first; returns those removed. On any failure or interrupt the stage is removed and an existing `dst` (with
+    `force`) is left as it was. Raises OutputError for I/O errors (disk full, unwritable parent), naming the file.
     """
     progress = progress or (lambda n: None)
+    stale = remove_stale_stages(dst)
     stage = _make_stage(dst)
     try:
         src = plan.checkpoint.root
@@ -39,7 +46,7 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
             target = stage / f.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if f.parts is None:
-                shutil.copyfile(src / f.name, target)
+                _copy_file(src / f.name, target)
             else:
                 _write_parts(f.parts, target)
         for shard in plan.shards:
@@ -48,9 +55,12 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
             if shard.changed:
                 _write_shard(shard, target, progress)
             else:
-                shutil.copyfile(shard.source.path, target)
+                _copy_file(shard.source.path, target)
                 progress(shard.source.file_size)
+        (stage / STAGE_MARKER).unlink()
+        _fsync_folders(stage)
         _move_into_place(stage, dst, force)
+        _fsync_path(dst.parent)
     except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
         shutil.rmtree(stage, ignore_errors=True)
         where = f" ({e.filename})" if e.filename else ""
@@ -60,20 +70,72 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    return stale
+
+
+def remove_stale_stages(dst: Path) -> list[Path]:
+    """Stage folders beside `dst` that vocabfix made (marker inside) for a process that no longer runs: removed."""
+    removed = []
+    for stage in dst.parent.glob(f".{glob_escape(dst.name)}.*{STAGE_SUFFIX}") if dst.parent.is_dir() else ():
+        marker = stage / STAGE_MARKER
+        try:
+            pid = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or finished (no marker): leave it
+        if _alive(pid):
+            continue
+        shutil.rmtree(stage, ignore_errors=True)
+        removed.append(stage)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _make_stage(dst: Path) -> Path:
-    """The hidden folder beside OUT that becomes OUT. Made with mkdir, so its mode follows the umask as
-    save_pretrained's folders do (tempfile.mkdtemp's 0700 would hide the checkpoint from other users)."""
+    """The hidden folder beside OUT that becomes OUT, with a marker naming this process. Made with mkdir, so its
+    mode follows the umask as save_pretrained's folders do (tempfile.mkdtemp's 0700 would hide the checkpoint from
+    other users)."""
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        stage = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.vocabfix-partial"
+        stage = dst.parent / f".{dst.name}.{secrets.token_hex(4)}{STAGE_SUFFIX}"
         stage.mkdir()
+        (stage / STAGE_MARKER).write_text(f"{os.getpid()}\n")
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         raise OutputError(f"{dst}: cannot create the output folder: {e.strerror or e}{where}",
                           hint="OUT's parent must be a writable folder") from None
     return stage
+
+
+def _copy_file(src: Path, target: Path) -> None:
+    shutil.copyfile(src, target)
+    _fsync_path(target)
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folders(root: Path) -> None:
+    for folder, _, _ in os.walk(root):
+        _fsync_path(Path(folder))
 
 
 def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:
@@ -84,6 +146,7 @@ def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:
                     _copy_range(src, out, part.start, part.stop - part.start, lambda n: None)
             else:
                 _write_all(out, part)
+        os.fsync(out.fileno())
 
 
 def _move_into_place(stage: Path, dst: Path, force: bool) -> None:
@@ -115,6 +178,7 @@ def _write_shard(shard: ShardPlan, target: Path, progress: ProgressFn) -> None:
                 _copy_range(src, out, tensor.start, tensor.nbytes, progress)
             else:
                 _write_table(src, out, table, progress)
+        os.fsync(out.fileno())
 
 
 def _write_table(src: BinaryIO, out: BinaryIO, table: TablePlan, progress: ProgressFn) -> None:

@@ -303,3 +303,17 @@ def test_usage_errors_from_the_parser_are_one_line(which, lowest_typer, tmp_path
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error:"), (args, proc.stderr)
         assert "--help" in lines[0]
+
+
+TERMINATOR = INTERRUPTER.replace("signal.SIGINT", "signal.SIGTERM")
+
+
+def test_sigterm_during_rewrite_exits_143_and_leaves_nothing(extended: Path, tmp_path: Path) -> None:
+    """A cancelled CI job sends SIGTERM: the staged output goes, one line, exit 143."""
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-c", TERMINATOR.format(module="writer", function="_copy_range"),
+                           "rewrite", str(extended), str(tmp_path / "out")], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 143 and len(lines) == 1 and lines[0].startswith("Terminated"), proc.stderr
+    assert list(tmp_path.iterdir()) == []

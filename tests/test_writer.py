@@ -166,3 +166,44 @@ def test_force_never_replaces_a_folder_that_is_not_a_checkpoint(extended: Path, 
     empty.mkdir()
     rewrite_checkpoint(extended, empty, force=True)
     assert (empty / "vocabfix.json").is_file()
+
+
+def test_partial_output_of_a_killed_run_is_removed_by_the_next(extended: Path, tmp_path: Path) -> None:
+    """SIGKILL leaves the stage folder; the next run for the same OUT removes it (only folders with vocabfix's marker
+    whose process is gone), and says so."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / ".out.deadbeef.vocabfix-partial"
+    (stale / "sub").mkdir(parents=True)
+    (stale / ".vocabfix-stage").write_text(dead.stdout)
+    (stale / "model-00001-of-00002.safetensors").write_bytes(b"half")
+    foreign = tmp_path / ".out.cafecafe.vocabfix-partial"  # no marker: not vocabfix's, kept
+    foreign.mkdir()
+    live = tmp_path / ".out.0badf00d.vocabfix-partial"  # a run still going (this process): kept
+    live.mkdir()
+    (live / ".vocabfix-stage").write_text(f"{os.getpid()}\n")
+    report = rewrite_checkpoint(extended, tmp_path / "out")
+    assert report.stale_removed == [stale] and not stale.exists()
+    assert foreign.is_dir() and live.is_dir()
+    assert not (tmp_path / "out" / ".vocabfix-stage").exists()
+
+
+def test_every_output_file_and_folder_is_flushed_before_the_rename(extended: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    from gemma3n_vocabfix import writer
+
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(writer.os, "fsync", fsync)
+    rewrite_checkpoint(extended, tmp_path / "out")
+    out_files = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    stage_names = {Path(p).name for p in synced}
+    assert out_files <= stage_names  # each file, flushed while it was staged
+    assert any(p.endswith(".vocabfix-partial") for p in synced)  # the stage folder's entries
+    assert synced[-1] == str(tmp_path)  # the parent, after the rename
