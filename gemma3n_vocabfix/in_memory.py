@@ -27,9 +27,10 @@ from .checkpoint import JSON_TOKENIZER_FILES, SENTENCEPIECE_FILE, Checkpoint, We
 from .config_files import FieldChange, rewrite_config, rewrite_generation_config
 from .errors import NotGemma3nError, UsageError
 from .id_map import IdMap
-from .layout import CANONICAL_NAMES, STRATEGIES, Layout, TableRole, analyse
-from .placement import check_strategy, place_on_unused
+from .layout import CANONICAL_NAMES, Layout, TableRole
+from .placement import check_strategy
 from .plan import check_initialisable, parse_init, resolve_init
+from .rewrite import checked_layout
 from .rows import CopyRows, InitRows, PadRow, TablePlan, plan_table
 from .safetensors_header import TensorInfo
 
@@ -74,11 +75,7 @@ def fix_model(model, tokenizer_or_processor, *, init: str = "mean", reinit: bool
         folder = Path(tmp)
         tokenizer_or_processor.save_pretrained(folder)
         ckpt = _in_memory_checkpoint(base, tables, folder)
-        layout = analyse(ckpt)
-        layout.tied = TableRole.LM_HEAD not in tables
-        _refuse_blocking(ckpt, layout)
-        if strategy != "shift":
-            layout = place_on_unused(layout, ckpt, slots)
+        layout = checked_layout(ckpt, strategy=strategy, slots=slots, tied=TableRole.LM_HEAD not in tables)
         moved = [layout.id_map(i) for i in layout.moved_ids]
         if layout.is_consistent:
             return VocabResult(tokenizer_or_processor, [], layout.id_map, changed=False)
@@ -105,8 +102,7 @@ def add_tokens(model, tokenizer_or_processor, tokens: list[str], special: bool =
     the ids of `tokens`, in order. Raises UsageError for an unknown strategy, too few free `<unusedN>` slots or a
     bad init, and what `fix_model` raises.
     """
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}", hint="use 'shift' or 'unused'")
+    check_strategy(strategy, None)
     parse_init(init)
     if isinstance(tokens, str) or not all(isinstance(t, str) and t for t in tokens):
         raise UsageError("tokens must be a list of non-empty strings")
@@ -197,13 +193,6 @@ def _in_memory_checkpoint(base, tables: dict[TableRole, Any], folder: Path) -> C
         added_tokens=files["added_tokens.json"], special_tokens_map=files["special_tokens_map.json"],
         sentencepiece=read_bytes(sp) if sp.is_file() else None, weights=weights,
         files=sorted(p.name for p in folder.iterdir() if p.is_file()))
-
-
-def _refuse_blocking(ckpt: Checkpoint, layout: Layout) -> None:
-    from .findings import find_problems
-    from .rewrite import refuse_blocking
-
-    refuse_blocking(ckpt, find_problems(ckpt, layout))
 
 
 # --- rows ----------------------------------------------------------------------------------------------------------

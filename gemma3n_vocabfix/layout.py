@@ -127,9 +127,9 @@ class Layout:
     vision_start: int = -1  # -1: where the config says
     audio_start: int = -1
     evidence_conflict: str | None = None  # the evidence of which ids are image and which audio disagrees
-    # the placement of the moved text ids (analyse(strategy=, slots=)): "shift" moves them to the end of the text
-    # range and the vision / audio ranges up; "unused" puts each appended token on an `<unusedN>` slot of the text
-    # range (`slots`: the slot id of each appended id, in order) and keeps the released sizes and offsets
+    # the placement of the moved text ids (placement.place_on_unused sets "unused"): "shift" moves them to the end
+    # of the text range and the vision / audio ranges up; "unused" puts each appended token on an `<unusedN>` slot
+    # of the text range (`slots`: the slot id of each appended id, in order) and keeps the released sizes and offsets
     strategy: str = "shift"
     slots: tuple[int, ...] = ()
 
@@ -358,24 +358,13 @@ def word_embeddings_tied(config: dict) -> bool:
 STRATEGIES = ("shift", "unused")
 
 
-def analyse(ckpt: Checkpoint, strategy: str = "shift", slots: list[int] | None = None) -> Layout:
-    """The layout of a checkpoint already read (no file is opened), with its target placed by `strategy`:
-    "shift" (the default) or "unused" (`slots`: the `<unusedN>` ids to use, default the free ones lowest first;
-    placement.choose_slots).
+def analyse(ckpt: Checkpoint) -> Layout:
+    """The layout of a checkpoint already read (no file is opened), with the "shift" target; placement.py's
+    `place_on_unused` gives the "unused" one.
 
     Raises LayoutError when the config's layout fields are not non-negative integers or when the vision and audio
-    ranges overlap, and UsageError when the "unused" placement is impossible.
+    ranges overlap.
     """
-    layout = _analyse(ckpt)
-    if strategy == "shift" and slots is None:
-        return layout
-    from .placement import check_strategy, place_on_unused
-
-    check_strategy(strategy, slots)
-    return place_on_unused(layout, ckpt, slots)
-
-
-def _analyse(ckpt: Checkpoint) -> Layout:
     text, vision, audio = ckpt.text_config, ckpt.config["vision_config"], ckpt.config["audio_config"]
     vision_offset = _int_field(vision, "vocab_offset", "vision_config")
     vision_size = _int_field(vision, "vocab_size", "vision_config")

@@ -88,14 +88,11 @@ def locate_multimodal(config: dict, tokenizer: TokenizerIds, widths: dict[str, i
         swapped = (lo + as_, lo) if vo <= ao else (lo, lo + vs)
         if all(config_ids) and not holds((vo, ao), *config_ids) and holds(swapped, *config_ids):
             return MultimodalIds(*swapped)
-        wide = _named(tokenizer, 0, max(tokenizer.size, hi), VISION_TOKEN), \
-            _named(tokenizer, 0, max(tokenizer.size, hi), AUDIO_TOKEN)
-        if not (wide[0] or wide[1]):
-            return MultimodalIds(vo, ao)
-        vis, aud = wide
-    else:
-        vis = _named(tokenizer, 0, max(tokenizer.size, hi), VISION_TOKEN)
-        aud = _named(tokenizer, 0, max(tokenizer.size, hi), AUDIO_TOKEN)
+    # the strings contradict the config, or are elsewhere: look for them in the whole vocabulary
+    everywhere = max(tokenizer.size, hi)
+    vis, aud = _named(tokenizer, 0, everywhere, VISION_TOKEN), _named(tokenizer, 0, everywhere, AUDIO_TOKEN)
+    if not (vis or aud):
+        return MultimodalIds(vo, ao)
     starts = _starts_from_names(vis, aud, (vo, vs), (ao, as_))
     if isinstance(starts, str):
         return MultimodalIds(vo, ao, starts)

@@ -1,6 +1,6 @@
 """The "unused" placement: appended tokens take `<unusedN>` slots of the text range (issue 8).
 
-`analyse(ckpt, strategy="unused", slots=...)` calls `place_on_unused`, which checks that the input already has the
+`rewrite.checked_layout` calls `place_on_unused` for strategy "unused": it checks that the input already has the
 released multimodal layout, chooses the slots and returns the Layout whose target (id map, sizes, offsets, rows:
 layout.py) is the "unused" one. Everything downstream reads the target from that Layout.
 """

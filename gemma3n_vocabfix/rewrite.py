@@ -77,6 +77,20 @@ def refuse_blocking(ckpt: Checkpoint, findings: list[Finding]) -> None:
                                  hint=f"{f.fix}; 'vocabfix inspect' lists every problem")
 
 
+def checked_layout(ckpt: Checkpoint, *, strategy: str = "shift", slots: list[int] | None = None,
+                   tied: bool | None = None) -> Layout:
+    """The layout a rewrite (on disk or in memory) works from: `analyse`, refuse a checkpoint with a finding the
+    rewrite cannot fix (by its code), then place the appended tokens by `strategy` (placement.py for "unused").
+    `tied` overrides the config's tie_word_embeddings (a loaded model knows whether its lm_head is shared).
+
+    Raises LayoutError, RewriteRefused, and UsageError for an impossible "unused" placement."""
+    layout = analyse(ckpt)
+    if tied is not None:
+        layout.tied = tied
+    refuse_blocking(ckpt, find_problems(ckpt, layout))
+    return place_on_unused(layout, ckpt, slots) if strategy != "shift" else layout
+
+
 def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = False, force: bool = False,
                        progress: ProgressFn | None = None, init: str = "mean", reinit: bool = False,
                        strategy: str = "shift", slots: list[int] | None = None) -> RewriteReport:
@@ -101,10 +115,7 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     check_strategy(strategy, slots)
     check_output_path(dst, force=force, src=src)
     ckpt = read_checkpoint(src, merges=False)
-    layout = analyse(ckpt)
-    refuse_blocking(ckpt, find_problems(ckpt, layout))
-    if strategy != "shift":
-        layout = place_on_unused(layout, ckpt, slots)
+    layout = checked_layout(ckpt, strategy=strategy, slots=slots)
     resolved = parsed if layout.is_consistent else resolve_init(parsed, layout, src / "tokenizer.json")
     plan = make_plan(ckpt, layout, resolved)
     stale = [] if dry_run else write_plan(plan, dst, force=force, progress=progress)

@@ -76,7 +76,7 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
 def remove_stale_stages(dst: Path) -> list[Path]:
     """Stage folders beside `dst` that vocabfix made (marker inside) for a process that no longer runs: removed."""
     removed = []
-    for stage in dst.parent.glob(f".{glob_escape(dst.name)}.*{STAGE_SUFFIX}") if dst.parent.is_dir() else ():
+    for stage in dst.parent.glob(f".{_glob_escape(dst.name)}.*{STAGE_SUFFIX}") if dst.parent.is_dir() else ():
         marker = stage / STAGE_MARKER
         try:
             pid = int(marker.read_text().strip())
@@ -89,7 +89,7 @@ def remove_stale_stages(dst: Path) -> list[Path]:
     return removed
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch  # (the torch extra is installed by make test; a missing one must fail, not skip)
 from conftest import NEW_TOKENS
 from fixtures import tiny
-from fixtures.helpers import invoke
+from fixtures.helpers import save_inspect_reload
 from fixtures.oracle import DocLayout
 
 from gemma3n_vocabfix import fix_model
@@ -88,7 +88,7 @@ def _tables(model):
 
 def _check_fixed(model, result, base, dtype: str, untied: bool, tmp_path, kind: str) -> None:
     """Everything issue 8 asks of a fixed model, except the rows of the new tokens (the callers check those)."""
-    from transformers import AutoProcessor, Gemma3nForConditionalGeneration
+    from transformers import AutoProcessor
 
     # ids, config, tokenizer
     assert result.token_ids == DOC.new_ids_new
@@ -131,11 +131,7 @@ def _check_fixed(model, result, base, dtype: str, untied: bool, tmp_path, kind: 
 
     # save, inspect --strict, reload with the same logits
     out = tmp_path / "saved"
-    model.save_pretrained(out)
-    result.tokenizer.save_pretrained(out)
-    inspected = invoke("inspect", out, "--strict")
-    assert inspected.exit_code == 0, inspected.stdout + inspected.stderr
-    reloaded = Gemma3nForConditionalGeneration.from_pretrained(out).eval()
+    reloaded = save_inspect_reload(model, result.tokenizer, out)
     torch.testing.assert_close(_logits(reloaded, mixed), mixed_logits, rtol=0, atol=0)
     if kind == "processor":
         processor = AutoProcessor.from_pretrained(out)

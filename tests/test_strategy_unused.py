@@ -28,6 +28,7 @@ from fixtures.helpers import (
     invoke,
     numpy_tensors,
     read_json,
+    save_inspect_reload,
 )
 from fixtures.synthetic import build, row_values
 
@@ -288,7 +289,6 @@ def test_legacy_causal_lm_logits_map_to_the_slots(tmp_path):
 def _in_memory_checks(model, result, base, tmp_path):
     import torch
     from conftest import NEW_TOKENS
-    from transformers import Gemma3nForConditionalGeneration
 
     base_config = read_json(base / "config.json")
     config = json.loads(model.config.to_json_string(use_diff=False))
@@ -305,11 +305,7 @@ def _in_memory_checks(model, result, base, tmp_path):
     logits = _logits(model, mixed)
     assert logits.shape == (len(mixed), total) and torch.isfinite(logits).all()
     out = tmp_path / "saved"
-    model.save_pretrained(out)
-    result.tokenizer.save_pretrained(out)
-    inspected = invoke("inspect", out, "--strict")
-    assert inspected.exit_code == 0, inspected.stdout + inspected.stderr
-    reloaded = Gemma3nForConditionalGeneration.from_pretrained(out).eval()
+    reloaded = save_inspect_reload(model, result.tokenizer, out)
     assert torch.equal(_logits(reloaded, mixed), logits)
     assert _shapes(out) == _shapes(base)
 
