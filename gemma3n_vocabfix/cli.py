@@ -139,8 +139,8 @@ def rewrite(
                               help="Checkpoint folder, or Hub repo id (org/name), to read (never modified)."),
     dst: Path = typer.Argument(..., metavar="OUT", help="Folder to write; must not exist (see --force)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan; write nothing."),
-    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if it is an empty folder or a checkpoint "
-                                                            "(one with config.json or vocabfix.json)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if vocabfix wrote it (its vocabfix.json "
+                                                            "lists every file) or it holds only checkpoint files."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", case_sensitive=False,
                                      help="text: rich tables; json: one JSON document on stdout; github: a GitHub "

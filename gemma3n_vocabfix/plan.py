@@ -283,6 +283,9 @@ def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:
 def _record(plan: Plan) -> dict:
     record = {"vocabfix_version": __version__, **plan.summary(),
               "id_map_note": "old ids in [old_start, old_stop) became new_start + (id - old_start)"}
+    # every file OUT will hold (plan.files is not set yet: the input's files, the shards, this record), so that a
+    # later `rewrite --force` replaces this folder only if nothing else was put in it (writer.check_replaceable)
+    record["files"] = sorted(set(plan.checkpoint.files) | {s.name for s in plan.shards} | {RECORD_NAME})
     if plan.checkpoint.previous_record is not None:
         record["previous"] = plan.checkpoint.previous_record
     elif plan.checkpoint.previous_record_problem is not None:

@@ -12,7 +12,7 @@ from .id_map import IdMap
 from .layout import Layout, analyse
 from .placement import check_strategy, place_on_unused
 from .plan import Plan, make_plan, parse_init, resolve_init
-from .writer import ProgressFn, write_plan
+from .writer import ProgressFn, check_replaceable, write_plan
 
 
 @dataclass
@@ -43,12 +43,9 @@ class RewriteReport:
                 "stale_partials_removed": [str(p) for p in self.stale_removed]}
 
 
-REPLACEABLE_MARKERS = ("config.json", "vocabfix.json")  # what --force may replace: a checkpoint, not any folder
-
-
 def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> None:
-    """Refuse an OUT that exists (unless `force`, and then only an empty folder or a checkpoint folder), is not a
-    folder, or is, holds or sits inside the input folder.
+    """Refuse an OUT that exists (unless `force`, and then only a folder vocabfix wrote or a folder of checkpoint
+    files: writer.check_replaceable), or is, holds or sits inside the input folder.
 
     `src` is None for a Hub repo, checked before anything is downloaded. Raises OutputError.
     """
@@ -62,11 +59,8 @@ def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> Non
             raise OutputError(f"{dst}: the output cannot contain the input folder", hint="name a folder outside IN")
     if dst.exists() and not force:
         raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
-    if dst.exists() and not dst.is_dir():
-        raise OutputError(f"{dst} exists and is not a folder")
-    if dst.exists() and any(dst.iterdir()) and not any((dst / name).is_file() for name in REPLACEABLE_MARKERS):
-        raise OutputError(f"{dst} is not a checkpoint folder: --force only replaces an empty folder or a checkpoint "
-                          "(one with config.json or vocabfix.json)", hint="name a new folder for OUT")
+    if dst.exists() or dst.is_symlink():
+        check_replaceable(dst)
 
 
 def refuse_blocking(ckpt: Checkpoint, findings: list[Finding]) -> None:

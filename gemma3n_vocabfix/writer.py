@@ -7,6 +7,8 @@ the covariance of a table of at most rows.FULL_COVARIANCE_MAX_COLUMNS columns.
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import secrets
 import shutil
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .checkpoint import RECORD_NAME
 from .errors import OutputError
 from .init_rows import RowMaker, from_float, to_float
 from .plan import Plan, ShardPlan, SourceBytes
@@ -28,6 +31,16 @@ ProgressFn = Callable[[int], None]
 STAGE_SUFFIX = ".vocabfix-partial"
 STAGE_MARKER = ".vocabfix-stage"  # inside a stage folder: the pid that is writing it; never reaches OUT
 
+# What `--force` may replace in a folder without vocabfix's record (or with one from before records listed their
+# files): the top-level files of a checkpoint as save_pretrained or a Hub download leaves them ("*.safetensors": every
+# shard). Anything else (a subfolder, notes, another model) is not ours to delete.
+CHECKPOINT_FILES = (
+    "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json", "preprocessor_config.json", "processor_config.json",
+    "README.md", ".gitattributes",
+)
+
 
 def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None) -> list[Path]:
     """Write `plan` to `dst`: every file into a hidden stage folder beside it, each flushed to disk (fsync), the
@@ -40,30 +53,32 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     progress = progress or (lambda n: None)
     stale = remove_stale_stages(dst)
     stage = _make_stage(dst)
+    current = None  # the file being written: named when the error does not name one (ENOSPC, EIO from a write)
     try:
         src = plan.checkpoint.root
         for f in plan.files:
-            target = stage / f.name
+            target = current = stage / f.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if f.parts is None:
                 _copy_file(src / f.name, target)
             else:
                 _write_parts(f.parts, target)
         for shard in plan.shards:
-            target = stage / shard.name
+            target = current = stage / shard.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if shard.changed:
                 _write_shard(shard, target, progress)
             else:
                 _copy_file(shard.source.path, target)
                 progress(shard.source.file_size)
+        current = None
         (stage / STAGE_MARKER).unlink()
         _fsync_folders(stage)
         _move_into_place(stage, dst, force)
         _fsync_path(dst.parent)
     except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
         shutil.rmtree(stage, ignore_errors=True)
-        where = f" ({e.filename})" if e.filename else ""
+        where = f" ({e.filename})" if e.filename else f" (writing {current.relative_to(stage)})" if current else ""
         kept = "; the existing OUT was left as it was" if dst.exists() else ""
         raise OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written{kept}",
                           hint="free space or fix the cause and run again") from None
@@ -157,6 +172,7 @@ def _move_into_place(stage: Path, dst: Path, force: bool) -> None:
         return
     if not force:
         raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
+    check_replaceable(dst)  # again: files put into OUT while this run wrote are not deleted either
     aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".vocabfix-old", dir=dst.parent))
     old = aside / "replaced"
     os.rename(dst, old)
@@ -167,6 +183,62 @@ def _move_into_place(stage: Path, dst: Path, force: bool) -> None:
         os.rmdir(aside)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def check_replaceable(dst: Path) -> None:
+    """Raise OutputError unless `--force` may replace the existing `dst`: a folder vocabfix wrote (every entry, at
+    any depth, a file its vocabfix.json lists under "files") or a folder of checkpoint files only (CHECKPOINT_FILES,
+    top level; also for a record without "files" or one that cannot be read). An empty folder qualifies."""
+    if not dst.is_dir() or dst.is_symlink():
+        what = "a symbolic link" if dst.is_symlink() else "not a folder"
+        raise OutputError(f"{dst} exists and is {what}", hint="name a new folder for OUT")
+    try:
+        listed = _recorded_files(dst)
+        unexpected = _not_checkpoint_files(dst) if listed is None else _not_listed(dst, "", listed)
+    except OSError as e:
+        raise OutputError(f"{dst}: cannot list what it holds: {e.strerror or e}",
+                          hint="name a new folder for OUT") from None
+    if unexpected:
+        more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
+        raise OutputError(f"{dst} holds {', '.join(unexpected[:3])}{more} that vocabfix did not write: --force only "
+                          "replaces a folder vocabfix wrote (every file listed in its vocabfix.json) or a checkpoint "
+                          "folder with nothing else in it", hint="name a new folder for OUT, or move those files away")
+
+
+def _recorded_files(dst: Path) -> set[str] | None:
+    """The "files" of dst's vocabfix.json; None without a readable record that lists them."""
+    try:
+        record = json.loads((dst / RECORD_NAME).read_bytes())
+    except (OSError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return set(files)
+
+
+def _not_checkpoint_files(dst: Path) -> list[str]:
+    allowed = (*CHECKPOINT_FILES, RECORD_NAME)
+    return [e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in _entries(dst)
+            if not (e.is_file(follow_symlinks=False) and any(fnmatch.fnmatchcase(e.name, p) for p in allowed))]
+
+
+def _not_listed(folder: Path | str, rel: str, listed: set[str]) -> list[str]:
+    """Entries below `folder` (relative names, a folder with nothing listed in it as one "name/") not in `listed`."""
+    out = []
+    for e in _entries(folder):
+        name = rel + e.name
+        if e.is_dir(follow_symlinks=False):
+            inside = any(f.startswith(name + "/") for f in listed)
+            out += _not_listed(e.path, name + "/", listed) if inside else [name + "/"]
+        elif not (e.is_file(follow_symlinks=False) and name in listed):
+            out.append(name)
+    return out
+
+
+def _entries(folder: Path | str) -> list[os.DirEntry]:
+    with os.scandir(folder) as it:
+        return sorted(it, key=lambda e: e.name)
 
 
 def _write_shard(shard: ShardPlan, target: Path, progress: ProgressFn) -> None:

@@ -1,5 +1,6 @@
 """Output-folder rules (gemma3n_vocabfix/writer.py, and rewrite.check_output_path, which checks OUT first): OUT must
-not exist (--force replaces it, and keeps the old one when the new one cannot take its place), must not overlap IN,
+not exist (--force replaces only a folder vocabfix wrote, as its vocabfix.json lists it, or a folder of checkpoint
+files, and keeps the old one when the new one cannot take its place), must not overlap IN,
 is built in a hidden folder beside it and renamed into place, so a failure leaves nothing; a dry run writes nothing;
 the written shards, index and single-file checkpoints are consistent; other files (also in symlinked subfolders)
 are copied; OUT's mode follows the umask. On synthetic checkpoints (tests/fixtures/synthetic.py).
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.helpers import EMBED, NEW, PER_LAYER, A, K, T, V, numpy_tensors
+from fixtures.helpers import EMBED, NEW, PER_LAYER, A, K, T, V, numpy_tensors, snapshot
 from fixtures.oracle import DocLayout
 from fixtures.synthetic import build, row_values
 from safetensors.numpy import load_file
@@ -43,17 +44,75 @@ def test_output_may_not_overlap_the_input(extended: Path, where: str) -> None:
 
 
 def test_existing_output_needs_force(extended: Path, tmp_path: Path) -> None:
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("x")
-    (tmp_path / "out" / "config.json").write_text("{}")  # a checkpoint folder: --force may replace it
+    """A folder of checkpoint files only (no vocabfix.json): kept without --force, replaced with it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("config.json", "model-00001-of-00009.safetensors", "tokenizer.json", "README.md", ".gitattributes"):
+        (out / name).write_text("old")
+    before = snapshot(out)
     with pytest.raises(VocabfixError, match="already exists"):
-        rewrite_checkpoint(extended, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "old.txt"]  # left as it was
-    assert (tmp_path / "out" / "old.txt").read_text() == "x"
-    rewrite_checkpoint(extended, tmp_path / "out", force=True)
-    assert not (tmp_path / "out" / "old.txt").exists()
-    assert (tmp_path / "out" / "vocabfix.json").exists()
+        rewrite_checkpoint(extended, out)
+    assert snapshot(out) == before  # left as it was
+    rewrite_checkpoint(extended, out, force=True)
+    assert not (out / "model-00001-of-00009.safetensors").exists()
+    assert (out / "vocabfix.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]
+
+
+def test_force_replaces_an_earlier_vocabfix_output(extended: Path, tmp_path: Path) -> None:
+    """The same rewrite twice to the same OUT: the record lists every file of the first output, so --force replaces
+    it (also with a file in a subfolder, which the record lists by its path)."""
+    (extended / "assets").mkdir()
+    (extended / "assets" / "notes.txt").write_text("copied\n")
+    out = tmp_path / "out"
+    rewrite_checkpoint(extended, out)
+    record = json.loads((out / "vocabfix.json").read_text())
+    assert record["files"] == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    (out / "config.json").write_text("{}")  # the contents do not matter, only what is there
+    rewrite_checkpoint(extended, out, force=True)
+    assert json.loads((out / "config.json").read_text()) != {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]
+
+
+@pytest.mark.parametrize("extra", ["notes.txt", "sub/", "assets/extra.bin", "empty/"])
+def test_force_refuses_an_output_holding_what_its_record_does_not_list(extended: Path, tmp_path: Path,
+                                                                       extra: str) -> None:
+    """An earlier output that someone added a file or folder to: the record does not list it, so nothing is
+    deleted, and the one line names it."""
+    (extended / "assets").mkdir()
+    (extended / "assets" / "notes.txt").write_text("copied\n")
+    out = tmp_path / "out"
+    rewrite_checkpoint(extended, out)
+    if extra == "sub/":
+        (out / "sub" / "deep").mkdir(parents=True)
+        (out / "sub" / "deep" / "x.txt").write_text("mine")
+    elif extra == "empty/":
+        (out / "empty").mkdir()
+    else:
+        (out / extra).write_text("mine")
+    before = snapshot(out)
+    with pytest.raises(OutputError, match=f"holds {extra} that vocabfix did not write") as e:
+        rewrite_checkpoint(extended, out, force=True)
+    assert e.value.hint == "name a new folder for OUT, or move those files away"
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]
+
+
+def test_a_record_without_files_falls_back_to_the_checkpoint_files_rule(extended: Path, tmp_path: Path) -> None:
+    """vocabfix.json of an older vocabfix (no "files"), or one that is not JSON: the folder is replaced only if it
+    holds nothing but checkpoint files."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vocabfix.json").write_text(json.dumps({"vocabfix_version": "0.1.0"}))
+    (out / "config.json").write_text("{}")
+    (out / "old.txt").write_text("x")
+    with pytest.raises(OutputError, match="holds old.txt that vocabfix did not write"):
+        rewrite_checkpoint(extended, out, force=True)
+    assert (out / "old.txt").read_text() == "x"
+    (out / "old.txt").unlink()
+    (out / "vocabfix.json").write_text("{ not json")
+    rewrite_checkpoint(extended, out, force=True)
+    assert "files" in json.loads((out / "vocabfix.json").read_text())
 
 
 def test_failure_leaves_no_output(extended: Path, tmp_path: Path, monkeypatch) -> None:
@@ -73,7 +132,7 @@ def test_force_keeps_the_old_output_when_the_final_rename_fails(extended: Path, 
     from gemma3n_vocabfix import writer
 
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("keep me")
+    (tmp_path / "out" / "README.md").write_text("keep me")
     (tmp_path / "out" / "vocabfix.json").write_text("{}")  # an earlier output: --force may replace it
     real_rename = writer.os.rename
 
@@ -85,7 +144,7 @@ def test_force_keeps_the_old_output_when_the_final_rename_fails(extended: Path, 
     monkeypatch.setattr(writer.os, "rename", rename)
     with pytest.raises(VocabfixError, match="left as it was"):
         rewrite_checkpoint(extended, tmp_path / "out", force=True)
-    assert (tmp_path / "out" / "old.txt").read_text() == "keep me"
+    assert (tmp_path / "out" / "README.md").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]  # no hidden stage or aside folder
 
 
@@ -155,13 +214,28 @@ def test_output_folder_mode_follows_the_umask(tmp_path: Path) -> None:
 
 
 def test_force_never_replaces_a_folder_that_is_not_a_checkpoint(extended: Path, tmp_path: Path) -> None:
-    """--force into a folder of other things (say ~/models by mistake) deletes nothing."""
+    """--force into a folder of other things (say ~/models by mistake) deletes nothing, not even beside a
+    config.json; the line names what is there (at most three entries)."""
     home = tmp_path / "models"
     (home / "other-model").mkdir(parents=True)
+    (home / "other-model" / "config.json").write_text("{}")
     (home / "notes.txt").write_text("mine")
-    with pytest.raises(VocabfixError, match="not a checkpoint folder"):
+    (home / "config.json").write_text("{}")
+    before = snapshot(home)
+    with pytest.raises(OutputError, match=r"holds notes.txt, other-model/ that vocabfix did not write: --force only "
+                                          r"replaces"):
         rewrite_checkpoint(extended, home, force=True)
-    assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "other-model"]
+    assert snapshot(home) == before
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (home / name).write_text("mine")
+    with pytest.raises(OutputError, match=r"holds a.txt, b.txt, c.txt and 2 more that"):
+        rewrite_checkpoint(extended, home, force=True)
+    link = tmp_path / "link"
+    link.symlink_to(home)
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        rewrite_checkpoint(extended, link, force=True)
+    assert sorted(p.name for p in home.iterdir()) == ["a.txt", "b.txt", "c.txt", "config.json", "notes.txt",
+                                                      "other-model"]
     empty = tmp_path / "empty"
     empty.mkdir()
     rewrite_checkpoint(extended, empty, force=True)
@@ -207,3 +281,23 @@ def test_every_output_file_and_folder_is_flushed_before_the_rename(extended: Pat
     assert out_files <= stage_names  # each file, flushed while it was staged
     assert any(p.endswith(".vocabfix-partial") for p in synced)  # the stage folder's entries
     assert synced[-1] == str(tmp_path)  # the parent, after the rename
+
+
+def test_force_checks_the_output_again_before_replacing_it(extended: Path, tmp_path: Path, monkeypatch) -> None:
+    """A file put into OUT while the run writes (after the first check) is not deleted: the rule is checked again
+    right before the old OUT is moved aside; the stage goes, the old OUT stays."""
+    from gemma3n_vocabfix import writer
+
+    out = tmp_path / "out"
+    rewrite_checkpoint(extended, out)
+    real = writer._fsync_folders
+
+    def meanwhile(root):
+        (out / "notes.txt").write_text("written during the run")
+        return real(root)
+
+    monkeypatch.setattr(writer, "_fsync_folders", meanwhile)
+    with pytest.raises(OutputError, match="holds notes.txt that vocabfix did not write"):
+        rewrite_checkpoint(extended, out, force=True)
+    assert (out / "notes.txt").read_text() == "written during the run" and (out / "vocabfix.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]
