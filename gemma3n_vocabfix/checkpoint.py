@@ -45,6 +45,7 @@ class RemoteFiles:
     sizes: dict[str, int | None]  # every file of the repo (relative, '/'-separated) -> bytes, when known
     read_header: Callable[[str], ShardHeader]
     label: str  # how to name the checkpoint to a person, e.g. "org/name@0123abcd"
+    read_range: Callable[[str, int, int], bytes] | None = None  # (name, start, stop): bytes of a file not under root
 
 
 @dataclass
@@ -95,6 +96,8 @@ def parse_json_object(raw: bytes, path: Path) -> dict:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return data
@@ -145,7 +148,7 @@ def read_tokenizer_json_without_merges(path: Path) -> tuple[dict, tuple[int, int
     if span is not None:
         try:
             data = json.loads(raw[:span[0]] + b"[]" + raw[span[1]:])
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"].get("merges") == []:
             return data, span

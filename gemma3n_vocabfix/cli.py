@@ -17,7 +17,9 @@ from . import __version__
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_CANNOT_RUN,
+    EXIT_FINDINGS,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_TERMINATED,
     Terminated,
     UsageError,
@@ -29,7 +31,8 @@ app = typer.Typer(
     help="Make extended-vocabulary Gemma 3n checkpoints load and run in stock transformers.\n\n"
          "Tokens added to a Gemma 3n tokenizer get ids past the audio range, which stock transformers "
          "routes to the 128-row audio table (IndexError). 'vocabfix inspect' shows a checkpoint's layout and what "
-         "goes wrong; 'vocabfix rewrite' moves the appended tokens into the text range.",
+         "goes wrong; 'vocabfix rewrite' moves the appended tokens into the text range; 'vocabfix verify' proves "
+         "a rewrite's output against its input.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -160,6 +163,9 @@ def rewrite(
                                  help="shift: appended tokens go to the end of the text range, image and audio ids "
                                       "move up; unused: each takes an <unusedN> slot of the text range, and the "
                                       "config, sizes and image/audio ids stay as released."),
+    verify: bool = typer.Option(False, "--verify", help="Before OUT appears, prove the written folder is IN "
+                                                        "re-laid-out (as 'vocabfix verify' does); on a difference "
+                                                        "it is removed and the exit code is 1."),
     slots: str = typer.Option(None, "--slots", metavar="IDS",
                               help="With --strategy unused: the <unusedN> ids to use, e.g. 6,7,9 or 6-9 "
                                    "(default: the free ones, lowest first)."),
@@ -175,12 +181,13 @@ def rewrite(
     with handled_errors(interrupted):
         fmt = _output_format(as_json, fmt)
         _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
-                 private=private, written=written, init=init, reinit=reinit, strategy=strategy, slots=slots)
+                 private=private, written=written, init=init, reinit=reinit, strategy=strategy, slots=slots,
+                 verify=verify)
 
 
 def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputFormat, revision: str | None,
              push_to_hub: str | None, private: bool, written: list[Path], init: str = "mean",
-             reinit: bool = False, strategy: str = "shift", slots: str | None = None) -> None:
+             reinit: bool = False, strategy: str = "shift", slots: str | None = None, verify: bool = False) -> None:
     from .hub import download_snapshot, is_repo_id, plan_push, resolve_source
     from .placement import check_strategy, parse_slots
     from .plan import parse_init
@@ -204,7 +211,7 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         folder = source.path
     with _progress(enabled=people and not dry_run) as progress:
         report = rewrite_checkpoint(folder, dst, dry_run=dry_run, force=force, progress=progress, init=init,
-                                    reinit=reinit, strategy=strategy, slots=slot_ids)
+                                    reinit=reinit, strategy=strategy, slots=slot_ids, verify=verify)
     if not dry_run:
         written.append(dst)
     push = plan_push(report, dst, push_to_hub, private=private, source=label) if push_to_hub else None
@@ -229,11 +236,59 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
     for stale in report.stale_removed:
         stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.", soft_wrap=True)
     render_rewrite_text(report, stdout)
+    if report.verified is not None:
+        from .render import verify_summary
+        stdout.print(f"[green]Verified[/] before it became OUT: {safe(verify_summary(report.verified))}.",
+                     soft_wrap=True)
     if push is not None and pushed_url is None:
         stdout.print(f"[yellow]Dry run:[/] would push OUT to {safe(push.repo_id)}"
                      f"{' (private)' if push.private else ''} with the commit message: {safe(push.commit_message)}")
     elif push is not None:
         stdout.print(f"[green]Pushed[/] to {safe(push.repo_id)}: {safe(pushed_url)}")
+
+
+VERIFY_HELP = (
+    "Prove that OUT is IN re-laid-out by the id map OUT/vocabfix.json records.\n\n"
+    "Every tensor outside the vocabulary tables must be byte-identical; every row of each vocabulary table must be "
+    "IN's row for the id the map sends there, or the new row the record describes (row 0, or its init recomputed "
+    "from IN); config.json, generation_config.json and every tokenizer file must be IN's with the ids mapped and the "
+    "layout fields set, nothing else changed; the index must match the shards; files the rewrite copies must be "
+    "byte-identical. Bytes are streamed (flat memory). An OUT without vocabfix.json must equal IN byte for byte. "
+    "IN may be a Hub repo id (rows read by HTTP range requests).\n\n"
+    "Exit code: 0 proven, 1 a difference (each named: file, tensor and row, or field), 2 IN, OUT or the record "
+    "cannot be read.\n\n"
+    "Examples:  vocabfix verify ./gemma3n-extended ./gemma3n-fixed\n"
+    "           vocabfix verify me/gemma3n-extended ./gemma3n-fixed --load --json"
+)
+
+
+@app.command(help=VERIFY_HELP)
+def verify(
+    src: str = typer.Argument(..., metavar="IN", help="The checkpoint folder, or Hub repo id, that was rewritten."),
+    dst: Path = typer.Argument(..., metavar="OUT", help="The folder 'vocabfix rewrite' wrote."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", case_sensitive=False,
+                                     help="text: one line, or one per difference; json: one JSON document on "
+                                          "stdout; github: GitHub Actions ::error annotations per difference."),
+    load: bool = typer.Option(False, "--load", help="Also load OUT with stock transformers and run a forward pass "
+                                                    "over every appended token's new id and every multimodal "
+                                                    "special id (needs the torch extra)."),
+    revision: str = typer.Option(None, "--revision", help="Branch, tag or commit, when IN is a Hub repo id."),
+) -> None:
+    """Prove OUT is IN re-laid-out (help text: VERIFY_HELP)."""
+    with handled_errors():
+        fmt = _output_format(as_json, fmt)
+        from .verify import verify_checkpoint
+        report = verify_checkpoint(src, dst, revision=revision, load=load)
+        from .render import render_verify_github, render_verify_text, write_json
+        if fmt is OutputFormat.json:
+            write_json(report.to_dict(), sys.stdout)
+        elif fmt is OutputFormat.github:
+            render_verify_github(report, sys.stdout)
+        else:
+            render_verify_text(report, stdout)
+        sys.stdout.flush()
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FINDINGS)
 
 
 class _progress:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import LayoutError
-from .layout import Layout
+from .layout import IdRanges, Layout
 
 IdFn = Callable[[int], int]
 ID_LIST_KEYS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "force_words_ids")
@@ -92,25 +92,37 @@ def _set(node: dict, path: str, value: int, file: str, changes: list[FieldChange
         node[key] = value
 
 
+def layout_fields(after: IdRanges) -> dict[str, int]:
+    """The config.json fields that declare a layout (dotted key -> value), for the id ranges `after`."""
+    return {"text_config.vocab_size": after.vocab_size,
+            "text_config.vocab_size_per_layer_input": after.vocab_size_per_layer_input,
+            "vision_config.vocab_offset": after.vision[0],
+            "audio_config.vocab_offset": after.audio[0]}
+
+
 def rewrite_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange]]:
-    """config.json for the consistent layout: every token id mapped through the id map, vocab_size,
-    vocab_size_per_layer_input and both offsets set; every other key and value kept, in order. Returns the new
-    config and each field changed."""
+    """config.json for the consistent layout (see `relayout_config`)."""
+    return relayout_config(config, layout.id_map, layout.after)
+
+
+def relayout_config(config: dict, new_id: IdFn, after: IdRanges) -> tuple[dict, list[FieldChange]]:
+    """config.json with every token id mapped through `new_id` and the layout fields (`layout_fields`) set to the
+    ranges `after` (also a top-level vocab_size, which a few re-serialised configs repeat); every other key and
+    value kept, in order. Returns the new config and each field changed. `verify` calls it with the id map and
+    ranges a rewrite recorded."""
     out, changes = copy.deepcopy(config), []
-    _remap_token_ids(out, layout.id_map, "config.json", "", changes)
-    _set(out, "text_config.vocab_size", layout.new_total, "config.json", changes)
-    _set(out, "text_config.vocab_size_per_layer_input", layout.new_text_size, "config.json", changes)
-    _set(out, "vision_config.vocab_offset", layout.new_vision_offset, "config.json", changes)
-    _set(out, "audio_config.vocab_offset", layout.new_audio_offset, "config.json", changes)
-    if isinstance(out.get("vocab_size"), int):  # a few re-serialised configs repeat it at the top level
-        _set(out, "vocab_size", layout.new_total, "config.json", changes)
+    _remap_token_ids(out, new_id, "config.json", "", changes)
+    for key, value in layout_fields(after).items():
+        _set(out, key, value, "config.json", changes)
+    if isinstance(out.get("vocab_size"), int):
+        _set(out, "vocab_size", after.vocab_size, "config.json", changes)
     return out, changes
 
 
-def rewrite_generation_config(config: dict, layout: Layout) -> tuple[dict, list[FieldChange]]:
+def rewrite_generation_config(config: dict, new_id: IdFn) -> tuple[dict, list[FieldChange]]:
     """generation_config.json with every token id (bos/eos/pad, suppress lists, sequence_bias...) mapped."""
     out, changes = copy.deepcopy(config), []
-    _remap_token_ids(out, layout.id_map, "generation_config.json", "", changes)
+    _remap_token_ids(out, new_id, "generation_config.json", "", changes)
     return out, changes
 
 

@@ -52,5 +52,16 @@ class OutputError(VocabfixError):
     """The output path cannot be used (exists, inside the input, ...) or writing it failed."""
 
 
+class VerificationFailed(VocabfixError):
+    """`rewrite --verify`: the staged output is not IN re-laid-out (a vocabfix bug or a failing disk); it was
+    removed, nothing was published. `report` is the verify.VerifyReport. Exits 1, as `verify` does."""
+
+    exit_code = EXIT_FINDINGS
+
+    def __init__(self, report, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.report = report
+
+
 class HubError(VocabfixError):
     """The Hub (or the Hub cache) could not give what was asked."""

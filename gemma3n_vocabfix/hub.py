@@ -149,7 +149,8 @@ def read_hub_checkpoint(repo_id: str, revision: str | None = None, merges: bool 
                               hint="a Gemma 3n checkpoint saved with save_pretrained has one")
     headers = _RemoteHeaders(repo_id, commit, folder, sizes)
     headers.prefetch(_shard_names(folder, sizes))
-    remote = RemoteFiles(sizes=sizes, read_header=headers.get, label=f"{repo_id}@{commit[:12]}")
+    remote = RemoteFiles(sizes=sizes, read_header=headers.get, label=f"{repo_id}@{commit[:12]}",
+                         read_range=headers.read_range)
     return read_checkpoint(folder, remote=remote, merges=merges)
 
 
@@ -219,6 +220,26 @@ class _RemoteHeaders:
         with hub_errors(self.repo_id, self.commit[:12], f"header of {name}"):
             meta = HfApi().parse_safetensors_file_metadata(self.repo_id, name, revision=self.commit)
         return shard_header_from_metadata(self.folder / name, meta, self.sizes.get(name))
+
+
+    def read_range(self, name: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of a repo file, by one HTTP range request (what `verify` reads a Hub input with)."""
+        from huggingface_hub import constants, hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+        if stop <= start:
+            return b""
+        if constants.is_offline_mode():
+            raise HubError(f"{self.repo_id}@{self.commit[:12]}: {name} is not in the Hub cache and HF_HUB_OFFLINE "
+                           "is set", hint=f"unset HF_HUB_OFFLINE, or 'hf download {self.repo_id}' first")
+        with hub_errors(self.repo_id, self.commit[:12], f"bytes of {name}"):
+            url = hf_hub_url(self.repo_id, name, revision=self.commit)
+            response = get_session().get(url, headers={**build_hf_headers(), "range": f"bytes={start}-{stop - 1}"})
+            hf_raise_for_status(response)
+            data = response.content
+        if len(data) != stop - start:
+            raise HubError(f"{self.repo_id}@{self.commit[:12]}: asked for {stop - start} bytes of {name} at "
+                           f"{start}, the Hub answered {len(data)}")
+        return data
 
 
 def shard_header_from_metadata(path: Path, meta, file_size: int | None) -> ShardHeader:

@@ -302,7 +302,7 @@ def _update_configs(base, layout: Layout) -> None:
             _apply(config, [FieldChange(c.file, c.key.split(".", 1)[1], c.old, c.new) for c in changes
                             if c.key.startswith("text_config.")])
     if getattr(base, "generation_config", None) is not None:
-        _, gen_changes = rewrite_generation_config(_as_json(base.generation_config), layout)
+        _, gen_changes = rewrite_generation_config(_as_json(base.generation_config), layout.id_map)
         _apply(base.generation_config, gen_changes)
     inner, lm = base.model, base.model.language_model
     for owner in (base, inner, lm):

@@ -103,6 +103,22 @@ class IdRanges:
                 "appended": list(self.appended), "vocab_size": self.vocab_size,
                 "vocab_size_per_layer_input": self.vocab_size_per_layer_input, "tokenizer_size": self.tokenizer_size}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> IdRanges:
+        """The inverse of `to_dict` (a vocabfix.json's layout_before / layout_after). Raises KeyError, TypeError or
+        ValueError for a malformed entry."""
+        def pair(key: str) -> tuple[int, int]:
+            lo, hi = data[key]
+            return _whole(lo), _whole(hi)
+        return cls(pair("text"), pair("vision"), pair("audio"), pair("appended"), _whole(data["vocab_size"]),
+                   _whole(data["vocab_size_per_layer_input"]), _whole(data["tokenizer_size"]))
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a non-negative integer")
+    return value
+
 
 @dataclass
 class Layout:

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import __version__
 from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
 from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
-from .errors import LayoutError, UsageError
+from .errors import CheckpointError, LayoutError, UsageError
 from .id_map import IdMap
 from .layout import Layout
 from .rows import INIT_MODES, MEAN, Init, TablePlan, plan_table
@@ -212,7 +212,11 @@ def resolve_init(init: str | Init, layout: Layout, tokenizer_json: Path | None, 
     data = json.loads(Path(tokenizer_json).read_bytes())
     dropped = set(moved)
     data["added_tokens"] = [t for t in data.get("added_tokens") or [] if t.get("id") not in dropped]
-    original = Tokenizer.from_str(json.dumps(data))
+    try:
+        original = Tokenizer.from_str(json.dumps(data))
+    except Exception as e:  # the tokenizers library raises a bare Exception for a tokenizer.json it cannot load
+        raise CheckpointError(f"{tokenizer_json}: init subtoken: the tokenizers library cannot load it ({e})",
+                              hint="use another init, or re-save the tokenizer") from None
     pieces, texts = {}, {}
     for old in moved:
         text = layout.tokenizer.token(old)
@@ -226,30 +230,48 @@ def resolve_init(init: str | Init, layout: Layout, tokenizer_json: Path | None, 
 
 def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
     """New contents of the JSON and tokenizer files; None for a file whose content does not change."""
-    new_id = layout.id_map
-    added_by_new_id = {new_id(i): tok for i, tok in layout.tokenizer.added.items() if new_id(i) is not None}
     config, changes = rewrite_config(ckpt.config, layout)
     out: dict[str, bytes | None] = {"config.json": _json_if_changed(ckpt.config, config)}
     if ckpt.generation_config is not None:
-        gen, gen_changes = rewrite_generation_config(ckpt.generation_config, layout)
+        gen, gen_changes = rewrite_generation_config(ckpt.generation_config, layout.id_map)
         out["generation_config.json"] = _json_if_changed(ckpt.generation_config, gen)
         changes += gen_changes
-    if ckpt.tokenizer_json is not None:
-        out["tokenizer.json"] = _tokenizer_json_parts(ckpt, new_id, added_by_new_id)
-    if ckpt.tokenizer_config is not None:
-        out["tokenizer_config.json"] = _json_if_changed(
-            ckpt.tokenizer_config, renumber_tokenizer_config(ckpt.tokenizer_config, new_id))
-    if ckpt.added_tokens is not None:
-        out["added_tokens.json"] = _json_if_changed(ckpt.added_tokens, renumber_added_tokens(ckpt.added_tokens, new_id))
-    if ckpt.sentencepiece is not None:
-        after = renumber_sentencepiece(ckpt.sentencepiece, new_id, added_by_new_id, layout.new_text_size)
-        out[SENTENCEPIECE_FILE] = after if after != ckpt.sentencepiece else None
+    tokenizer = renumber_tokenizer_files(ckpt, layout.id_map, layout.tokenizer.added, layout.new_text_size)
+    for name, after in tokenizer.items():
+        if name == "tokenizer.json":
+            out[name] = _tokenizer_json_parts(ckpt, after)
+        elif name == SENTENCEPIECE_FILE:
+            out[name] = after if after != ckpt.sentencepiece else None
+        else:
+            out[name] = _json_if_changed(_TOKENIZER_JSON_FILES[name](ckpt), after)
     return out, changes
 
 
-def _tokenizer_json_parts(ckpt: Checkpoint, new_id: IdMap, added: dict[int, str]) -> list | None:
+_TOKENIZER_JSON_FILES = {"tokenizer.json": lambda c: c.tokenizer_json,
+                         "tokenizer_config.json": lambda c: c.tokenizer_config,
+                         "added_tokens.json": lambda c: c.added_tokens}
+
+
+def renumber_tokenizer_files(ckpt: Checkpoint, new_id: IdMap, added: dict[int, str],
+                             text_size: int) -> dict[str, dict | bytes]:
+    """Every tokenizer file of `ckpt` that holds ids, renumbered by `new_id`: the JSON files parsed, tokenizer.model
+    as bytes. `added`: the input's added tokens by old id; `text_size`: the text ids after the rewrite. `verify`
+    calls it with the id map a rewrite recorded. Raises CheckpointError when a file cannot be renumbered."""
+    added_by_new_id = {new_id(i): tok for i, tok in added.items() if new_id(i) is not None}
+    out: dict[str, dict | bytes] = {}
+    if ckpt.tokenizer_json is not None:
+        out["tokenizer.json"] = renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added_by_new_id)
+    if ckpt.tokenizer_config is not None:
+        out["tokenizer_config.json"] = renumber_tokenizer_config(ckpt.tokenizer_config, new_id)
+    if ckpt.added_tokens is not None:
+        out["added_tokens.json"] = renumber_added_tokens(ckpt.added_tokens, new_id)
+    if ckpt.sentencepiece is not None:
+        out[SENTENCEPIECE_FILE] = renumber_sentencepiece(ckpt.sentencepiece, new_id, added_by_new_id, text_size)
+    return out
+
+
+def _tokenizer_json_parts(ckpt: Checkpoint, renumbered: dict) -> list | None:
     """tokenizer.json renumbered; the BPE merges the reader left out (they hold no ids) are copied as bytes."""
-    renumbered = renumber_tokenizer_json(ckpt.tokenizer_json, new_id, added)
     if renumbered == ckpt.tokenizer_json:
         return None
     # tokenizers itself writes this file; compact JSON keeps the write fast (the pretty printer is pure Python)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # annotations only: rendering inspect must not import the wri
     from .inspect import InspectReport
     from .rewrite import RewriteReport
     from .routing import Route
+    from .verify import VerifyReport
 
 STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 GITHUB_COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -312,3 +313,51 @@ def render_inspect_github(report: InspectReport, out: TextIO, strict: bool = Fal
         out.write(f"::{GITHUB_COMMAND[f.severity]} title={title}::{_gh_data(f'{f.message}. Fix: {f.fix}')}\n")
     counts = ", ".join(f"{report.count(s)} {s.value}" for s in Severity)
     out.write(_gh_data(f"vocabfix inspect {report.source}: {counts}; exit code {report.exit_code(strict)}") + "\n")
+
+
+# --- verify -------------------------------------------------------------------------------------------------------
+
+
+def verify_summary(report: VerifyReport) -> str:
+    """What verify compared, in one sentence (the text view, GitHub, and `rewrite --verify`)."""
+    what = "its vocabfix.json" if report.recorded else "a byte-for-byte copy (OUT has no vocabfix.json)"
+    rate = report.bytes_read / report.seconds / 1e6 if report.seconds > 0 else 0.0
+    return (f"{report.files} files, {report.tensors_identical} tensors byte-identical, {report.tables} vocabulary "
+            f"tables ({report.rows_copied:,} rows copied, {report.rows_new:,} new rows recomputed) against {what}; "
+            f"read {_bytes(report.bytes_read)} in {report.seconds:.1f} s ({rate:,.0f} MB/s)")
+
+
+def _load_line(load: dict) -> str:
+    if load.get("ok"):
+        return (f"stock transformers loaded OUT and ran {load['ids']} ids (appended tokens and multimodal special ids) "
+                f"with finite logits in {load['seconds']:.1f} s")
+    return f"stock transformers could not run OUT on {load['ids']} ids: {load.get('problem')}"
+
+
+def render_verify_text(report: VerifyReport, console: Console) -> None:
+    """Proven, or each difference on its own line (file: where: what)."""
+    if report.ok:
+        console.print(f"[green]Verified:[/] {safe(report.output)} is {safe(report.source)} re-laid-out: "
+                      f"{escape(verify_summary(report))}.", soft_wrap=True)
+    else:
+        n = len(report.differences) + report.differences_not_listed
+        if n:
+            console.print(f"[red]{n} difference{'s' if n != 1 else ''}[/] between {safe(report.output)} and "
+                          f"{safe(report.source)} re-laid-out by the record:", soft_wrap=True)
+        for d in report.differences:
+            console.print(f"  {safe(d)}", soft_wrap=True)
+        if report.differences_not_listed:
+            console.print(f"  ... and {report.differences_not_listed} more", soft_wrap=True)
+    if report.load is not None:
+        style = "green" if report.load.get("ok") else "red"
+        console.print(f"[{style}]Load:[/] {escape(_load_line(report.load))}.", soft_wrap=True)
+
+
+def render_verify_github(report: VerifyReport, out: TextIO) -> None:
+    """One ::error per difference (and a failed --load), or one ::notice when proven."""
+    for d in report.differences:
+        out.write(f"::error title={_gh_property(f'vocabfix verify: {d.file}')}::{_gh_data(str(d))}\n")
+    if report.load is not None and not report.load.get("ok"):
+        out.write(f"::error title=vocabfix verify --load::{_gh_data(_load_line(report.load))}\n")
+    if report.ok:
+        out.write(f"::notice title=vocabfix verify::{_gh_data(f'{report.output}: {verify_summary(report)}')}\n")

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import Checkpoint, read_checkpoint
-from .errors import OutputError, RewriteRefused
+from .errors import OutputError, RewriteRefused, VerificationFailed
 from .findings import BLOCKS_REWRITE, Finding, find_problems
 from .id_map import IdMap
 from .layout import Layout, analyse
 from .placement import check_strategy, place_on_unused
 from .plan import Plan, make_plan, parse_init, resolve_init
+from .verify import VerifyReport, verify_checkpoint
 from .writer import ProgressFn, check_replaceable, write_plan
 
 
@@ -24,6 +25,7 @@ class RewriteReport:
     plan: Plan
     dry_run: bool
     stale_removed: list[Path] = field(default_factory=list)  # partial outputs of killed runs, cleaned up
+    verified: VerifyReport | None = None  # with verify: the proof, run on the stage before it became OUT
 
     @property
     def changed(self) -> bool:
@@ -40,7 +42,8 @@ class RewriteReport:
     def to_dict(self) -> dict:
         return {"source": str(self.source), "destination": str(self.destination), "dry_run": self.dry_run,
                 "changed": self.changed, **self.plan.summary(), "files_rewritten": self.plan.rewritten_files,
-                "stale_partials_removed": [str(p) for p in self.stale_removed]}
+                "stale_partials_removed": [str(p) for p in self.stale_removed],
+                **({"verify": self.verified.to_dict()} if self.verified is not None else {})}
 
 
 def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> None:
@@ -87,7 +90,8 @@ def checked_layout(ckpt: Checkpoint, *, strategy: str = "shift", slots: list[int
 
 def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = False, force: bool = False,
                        progress: ProgressFn | None = None, init: str = "mean", reinit: bool = False,
-                       strategy: str = "shift", slots: list[int] | None = None) -> RewriteReport:
+                       strategy: str = "shift", slots: list[int] | None = None,
+                       verify: bool = False) -> RewriteReport:
     """Write a copy of the checkpoint folder `src` to `dst` in the layout stock transformers accepts.
 
     The input is never modified; `dst` appears only once complete (staged beside it, then renamed). With `dry_run`
@@ -96,13 +100,15 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     "copy:TOKEN" (README, "Initialising new rows"); `reinit` also replaces the rows the input has for the appended
     tokens. `strategy`: "shift" (appended tokens at the end of the text range, image and audio ids moved up) or
     "unused" (each appended token on an `<unusedN>` slot, `slots` or the free ones lowest first; the released sizes,
-    offsets and image/audio ids kept).
+    offsets and image/audio ids kept). `verify`: before the stage becomes OUT, prove it is `src` re-laid-out by its
+    vocabfix.json (verify.py); the report's `verified` holds the proof.
 
     Raises UsageError (an unknown strategy, too few free slots or a slot that is not a free `<unusedN>` token,
     strategy unused on ranges that are not [text | vision | audio] at the config's offsets, an unknown init, copy
     of a token the input lacks, subtoken without tokenizer.json),
     OutputError (bad or existing `dst`, write failure), CheckpointError / NotGemma3nError (unreadable
-    input), LayoutError (unusable layout fields) and RewriteRefused (a problem listed in findings.BLOCKS_REWRITE).
+    input), LayoutError (unusable layout fields), RewriteRefused (a problem listed in findings.BLOCKS_REWRITE) and
+    VerificationFailed (with `verify`: the stage differs from what the record says; it was removed).
     """
     src, dst = Path(src), Path(dst)
     parsed = parse_init(init, reinit)
@@ -112,5 +118,15 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     layout = checked_layout(ckpt, strategy=strategy, slots=slots)
     resolved = parsed if layout.is_consistent else resolve_init(parsed, layout, src / "tokenizer.json")
     plan = make_plan(ckpt, layout, resolved)
-    stale = [] if dry_run else write_plan(plan, dst, force=force, progress=progress)
-    return RewriteReport(src, dst, plan, dry_run, stale)
+    proof: list[VerifyReport] = []
+
+    def check(stage: Path) -> None:
+        proof.append(verify_checkpoint(src, stage))
+        if not proof[0].ok:
+            first = proof[0].differences[0]
+            raise VerificationFailed(proof[0], f"{dst}: the written output is not {src} re-laid-out by its "
+                                     f"vocabfix.json ({len(proof[0].differences)} difference(s); first: {first}); "
+                                     "it was removed, nothing was written",
+                                     hint="please report this with 'vocabfix inspect' of IN")
+    stale = [] if dry_run else write_plan(plan, dst, force=force, progress=progress, check=check if verify else None)
+    return RewriteReport(src, dst, plan, dry_run, stale, proof[0] if proof else None)

@@ -75,6 +75,8 @@ def read_header(path: Path) -> ShardHeader:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path.name}: malformed safetensors header ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path.name}: malformed safetensors header (JSON nested too deeply)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path.name}: malformed safetensors header (not a JSON object)")
     metadata = header.pop("__metadata__", None)

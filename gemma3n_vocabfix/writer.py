@@ -42,13 +42,16 @@ CHECKPOINT_FILES = (
 )
 
 
-def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None) -> list[Path]:
+def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None,
+               check: Callable[[Path], None] | None = None) -> list[Path]:
     """Write `plan` to `dst`: every file into a hidden stage folder beside it, each flushed to disk (fsync), the
     folder flushed, then one rename, then the parent folder flushed: after a crash OUT is either absent or complete.
 
     A stage folder left beside `dst` by a killed run (recognised by its marker, whose process is gone) is removed
     first; returns those removed. On any failure or interrupt the stage is removed and an existing `dst` (with
-    `force`) is left as it was. Raises OutputError for I/O errors (disk full, unwritable parent), naming the file.
+    `force`) is left as it was. `check(stage)` runs on the complete stage before the rename (`rewrite --verify`);
+    what it raises removes the stage like any failure. Raises OutputError for I/O errors (disk full, unwritable
+    parent), naming the file.
     """
     progress = progress or (lambda n: None)
     stale = remove_stale_stages(dst)
@@ -72,6 +75,8 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
                 _copy_file(shard.source.path, target)
                 progress(shard.source.file_size)
         current = None
+        if check is not None:
+            check(stage)
         (stage / STAGE_MARKER).unlink()
         _fsync_folders(stage)
         _move_into_place(stage, dst, force)
