@@ -349,6 +349,29 @@ def test_inspect_over_http_reads_headers_by_range_requests(hub: FakeHub, tmp_pat
     assert len(hub.requests) == before  # offline means offline
 
 
+def test_verify_a_hub_input_by_range_requests(hub: FakeHub, tmp_path: Path) -> None:
+    """verify org/name OUT: IN's small files through the Hub cache, its shards by ranged GETs (never downloaded
+    whole into the cache); a damaged OUT is still found."""
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    out = tmp_path / "out"
+    rewrite_checkpoint(src, out)
+    hub.add("org/ext", src)
+    proc = run_online(hub, tmp_path, "verify", "org/ext", str(out), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["ok"] and data["source"] == f"org/ext@{COMMIT[:12]}" and data["checked"]["tables"] == 2
+    shard_requests = [r for r in hub.requests if r[1].endswith(".safetensors")]
+    assert shard_requests and all(m == "GET" and rng and rng.startswith("bytes=") for m, _, rng in shard_requests)
+    assert any(not rng.startswith("bytes=0-") for _, _, rng in shard_requests)  # rows, not only the header
+    cache = tmp_path / "hf" / "hub" / "models--org--ext"
+    assert not list(cache.rglob("*.safetensors"))
+    raw = bytearray((out / SHARD2).read_bytes())
+    raw[-1] ^= 0xFF
+    (out / SHARD2).write_bytes(raw)
+    damaged = run_online(hub, tmp_path, "verify", "org/ext", str(out))
+    assert damaged.returncode == 1 and SHARD2 in damaged.stdout, damaged.stdout + damaged.stderr
+
+
 def test_missing_shard_on_the_hub_is_a_finding(hub: FakeHub, tmp_path: Path) -> None:
     src = build(tmp_path / "rel", text=T, vision=V, audio=A)
     hub.add("org/rel", src, skip=(SHARD2,))
