@@ -6,11 +6,12 @@ PY     := $(VENV)/bin/python
 # pull a multi-GB CUDA build from the registry). timm, needed by Gemma 3n's vision tower, needs torchvision.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help setup setup-core demo test bench lint clean
+.PHONY: help setup setup-core demo test fuzz bench lint clean
 
 help:
 	@echo "make demo   - build a tiny extended Gemma 3n checkpoint, rewrite it, load and run it in stock transformers"
 	@echo "make test   - set up and run the test suite"
+	@echo "make fuzz   - fuzz the checkpoint readers longer than make test does (tests/test_fuzz.py, 20x the examples)"
 	@echo "make bench  - run the benchmarks"
 
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
 	$(PY) -m pip install --quiet -e '.[torch,test]' $(TORCH_PINS)
+	@# tests/test_link.py clones shards on a loop-mounted XFS image: mkfs.xfs comes from Debian's xfsprogs
+	command -v mkfs.xfs >/dev/null 2>&1 || apt-get install -y -q xfsprogs >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q xfsprogs >/dev/null 2>&1) || \
+		echo "warning: could not install xfsprogs (mkfs.xfs); tests/test_link.py will say so"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -27,6 +32,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+fuzz: setup
+	VOCABFIX_FUZZ=1 $(PY) -m pytest -q tests/test_fuzz.py
 
 bench: setup
 	$(PY) bench/run.py

@@ -163,6 +163,10 @@ def rewrite(
                                  help="shift: appended tokens go to the end of the text range, image and audio ids "
                                       "move up; unused: each takes an <unusedN> slot of the text range, and the "
                                       "config, sizes and image/audio ids stay as released."),
+    link: bool = typer.Option(False, "--link", help="Make shards whose bytes do not change hard links to IN's "
+                                                    "instead of copies (fast, no extra space; they share storage "
+                                                    "with IN, so editing one edits the other). OUT must be on IN's "
+                                                    "file system."),
     verify: bool = typer.Option(False, "--verify", help="Before OUT appears, prove the written folder is IN "
                                                         "re-laid-out (as 'vocabfix verify' does); on a difference "
                                                         "it is removed and the exit code is 1."),
@@ -182,12 +186,13 @@ def rewrite(
         fmt = _output_format(as_json, fmt)
         _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
                  private=private, written=written, init=init, reinit=reinit, strategy=strategy, slots=slots,
-                 verify=verify)
+                 verify=verify, link=link)
 
 
 def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputFormat, revision: str | None,
              push_to_hub: str | None, private: bool, written: list[Path], init: str = "mean",
-             reinit: bool = False, strategy: str = "shift", slots: str | None = None, verify: bool = False) -> None:
+             reinit: bool = False, strategy: str = "shift", slots: str | None = None, verify: bool = False,
+             link: bool = False) -> None:
     from .hub import download_snapshot, is_repo_id, plan_push, resolve_source
     from .placement import check_strategy, parse_slots
     from .plan import parse_init
@@ -211,7 +216,7 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         folder = source.path
     with _progress(enabled=people and not dry_run) as progress:
         report = rewrite_checkpoint(folder, dst, dry_run=dry_run, force=force, progress=progress, init=init,
-                                    reinit=reinit, strategy=strategy, slots=slot_ids, verify=verify)
+                                    reinit=reinit, strategy=strategy, slots=slot_ids, verify=verify, link=link)
     if not dry_run:
         written.append(dst)
     push = plan_push(report, dst, push_to_hub, private=private, source=label) if push_to_hub else None

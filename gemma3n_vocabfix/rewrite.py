@@ -66,6 +66,18 @@ def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> Non
         check_replaceable(dst)
 
 
+def check_same_file_system(src: Path, dst: Path) -> None:
+    """`--link`: OUT (its nearest existing parent) must be on the file system of IN's files. Raises OutputError."""
+    parent = dst.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    shards = sorted(src.glob("*.safetensors"))
+    here = (shards[0].resolve() if shards else src).stat().st_dev
+    if parent.stat().st_dev != here:
+        raise OutputError(f"{dst}: --link needs OUT on the same file system as IN (hard links cannot cross file "
+                          "systems)", hint="drop --link, or put OUT beside IN")
+
+
 def refuse_blocking(ckpt: Checkpoint, findings: list[Finding]) -> None:
     """Raise RewriteRefused for the first finding the rewrite cannot fix, worded as `vocabfix inspect` words it."""
     for f in findings:
@@ -91,7 +103,7 @@ def checked_layout(ckpt: Checkpoint, *, strategy: str = "shift", slots: list[int
 def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = False, force: bool = False,
                        progress: ProgressFn | None = None, init: str = "mean", reinit: bool = False,
                        strategy: str = "shift", slots: list[int] | None = None,
-                       verify: bool = False) -> RewriteReport:
+                       verify: bool = False, link: bool = False) -> RewriteReport:
     """Write a copy of the checkpoint folder `src` to `dst` in the layout stock transformers accepts.
 
     The input is never modified; `dst` appears only once complete (staged beside it, then renamed). With `dry_run`
@@ -101,7 +113,8 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     tokens. `strategy`: "shift" (appended tokens at the end of the text range, image and audio ids moved up) or
     "unused" (each appended token on an `<unusedN>` slot, `slots` or the free ones lowest first; the released sizes,
     offsets and image/audio ids kept). `verify`: before the stage becomes OUT, prove it is `src` re-laid-out by its
-    vocabfix.json (verify.py); the report's `verified` holds the proof.
+    vocabfix.json (verify.py); the report's `verified` holds the proof. `link`: shards whose bytes do not change
+    are hard links to `src`'s (they share storage: editing one edits the other); OUT must be on `src`'s file system.
 
     Raises UsageError (an unknown strategy, too few free slots or a slot that is not a free `<unusedN>` token,
     strategy unused on ranges that are not [text | vision | audio] at the config's offsets, an unknown init, copy
@@ -114,6 +127,8 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     parsed = parse_init(init, reinit)
     check_strategy(strategy, slots)
     check_output_path(dst, force=force, src=src)
+    if link:
+        check_same_file_system(src, dst)
     ckpt = read_checkpoint(src, merges=False)
     layout = checked_layout(ckpt, strategy=strategy, slots=slots)
     resolved = parsed if layout.is_consistent else resolve_init(parsed, layout, src / "tokenizer.json")
@@ -128,5 +143,6 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
                                      f"vocabfix.json ({len(proof[0].differences)} difference(s); first: {first}); "
                                      "it was removed, nothing was written",
                                      hint="please report this with 'vocabfix inspect' of IN")
-    stale = [] if dry_run else write_plan(plan, dst, force=force, progress=progress, check=check if verify else None)
+    stale = [] if dry_run else write_plan(plan, dst, force=force, progress=progress, check=check if verify else None,
+                                          link=link)
     return RewriteReport(src, dst, plan, dry_run, stale, proof[0] if proof else None)

@@ -70,6 +70,7 @@ class VerifyReport:
     tables: int = 0  # vocabulary tables checked row by row
     rows_copied: int = 0
     rows_new: int = 0  # rows from row 0 or recomputed from the recorded init
+    linked: int = 0  # files of OUT that are IN's own file (rewrite --link): the same bytes, not read
     bytes_read: int = 0  # IN and OUT together
     seconds: float = 0.0
     load: dict | None = None  # --load: what the forward pass ran and found
@@ -89,7 +90,7 @@ class VerifyReport:
                 "differences": [d.to_dict() for d in self.differences],
                 "differences_not_listed": self.differences_not_listed,
                 "checked": {"files": self.files, "tensors_identical": self.tensors_identical, "tables": self.tables,
-                            "rows_copied": self.rows_copied, "rows_new": self.rows_new},
+                            "rows_copied": self.rows_copied, "rows_new": self.rows_new, "linked": self.linked},
                 "bytes_read": self.bytes_read, "seconds": round(self.seconds, 3), "load": self.load}
 
 
@@ -297,6 +298,15 @@ class _Checks:
             self._check_index()
         self._check_shards()
 
+    def _linked(self, name: str) -> bool:
+        """OUT's file is IN's own (a hard link from `rewrite --link`): proven without reading it."""
+        try:
+            same = os.path.samefile(self.before.root / name, self.after.root / name)
+        except OSError:
+            return False
+        self.report.linked += same
+        return same
+
     @staticmethod
     def _rel(ckpt: Checkpoint, shard: ShardHeader) -> str:
         return shard.path.relative_to(ckpt.root).as_posix()
@@ -315,6 +325,8 @@ class _Checks:
             self.report.add(name, "", "in OUT, not in IN")
         for name in sorted((ins & outs) - skip):
             self.report.files += 1
+            if self._linked(name):
+                continue
             size_in, size_out = self.rin.size(name), self.rout.size(name)
             if size_in is not None and size_in != size_out:
                 self.report.add(name, "", f"{size_out} bytes, IN has {size_in} (the rewrite copies this file)")
@@ -420,6 +432,10 @@ class _Checks:
             if out is None:
                 continue  # reported as missing by the file or index check
             self.report.files += 1
+            if self._linked(name) and not any(t.name in (self.record.tables if self.record else {})
+                                              for t in shard.tensors):
+                self.report.tensors_identical += len(shard.tensors)
+                continue
             metadata = dict(out.metadata)
             if "format" not in shard.metadata and metadata.get("format") == "pt":
                 del metadata["format"]  # the rewrite adds what from_pretrained requires

@@ -7,6 +7,7 @@ the covariance of a table of at most rows.FULL_COVARIANCE_MAX_COLUMNS columns.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
@@ -43,15 +44,17 @@ CHECKPOINT_FILES = (
 
 
 def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: ProgressFn | None = None,
-               check: Callable[[Path], None] | None = None) -> list[Path]:
+               check: Callable[[Path], None] | None = None, link: bool = False) -> list[Path]:
     """Write `plan` to `dst`: every file into a hidden stage folder beside it, each flushed to disk (fsync), the
     folder flushed, then one rename, then the parent folder flushed: after a crash OUT is either absent or complete.
 
     A stage folder left beside `dst` by a killed run (recognised by its marker, whose process is gone) is removed
     first; returns those removed. On any failure or interrupt the stage is removed and an existing `dst` (with
     `force`) is left as it was. `check(stage)` runs on the complete stage before the rename (`rewrite --verify`);
-    what it raises removes the stage like any failure. Raises OutputError for I/O errors (disk full, unwritable
-    parent), naming the file.
+    what it raises removes the stage like any failure. `link`: a shard whose bytes do not change becomes a hard
+    link to IN's (it shares storage with IN); otherwise unchanged files are cloned where the file system shares
+    extents (FICLONE: btrfs, XFS), else copied. Raises OutputError for I/O errors (disk full, unwritable parent),
+    naming the file, and for `link` across file systems.
     """
     progress = progress or (lambda n: None)
     stale = remove_stale_stages(dst)
@@ -72,7 +75,7 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
             if shard.changed:
                 _write_shard(shard, target, progress)
             else:
-                _copy_file(shard.source.path, target)
+                (_link_file if link else _copy_file)(shard.source.path, target)
                 progress(shard.source.file_size)
         current = None
         if check is not None:
@@ -83,6 +86,9 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
         _fsync_path(dst.parent)
     except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
         shutil.rmtree(stage, ignore_errors=True)
+        if link and e.errno == errno.EXDEV:
+            raise OutputError(f"{dst}: --link needs OUT on the same file system as IN (hard links cannot cross file "
+                              "systems); nothing was written", hint="drop --link, or put OUT beside IN") from None
         where = f" ({e.filename})" if e.filename else f" (writing {current.relative_to(stage)})" if current else ""
         kept = "; the existing OUT was left as it was" if dst.exists() else ""
         raise OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written{kept}",
@@ -140,7 +146,31 @@ def _make_stage(dst: Path) -> Path:
 
 
 def _copy_file(src: Path, target: Path) -> None:
-    shutil.copyfile(src, target)
+    """A copy of `src`, flushed: cloned (shared extents, no bytes moved) where the file system can, else copied
+    by the kernel (copy_file_range) in chunks."""
+    with open(src, "rb") as inp, open(target, "wb", buffering=0) as out:
+        if not _clone(inp, out):
+            _copy_range(inp, out, 0, os.fstat(inp.fileno()).st_size, lambda n: None)
+        os.fsync(out.fileno())
+
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def _clone(inp: BinaryIO, out: BinaryIO) -> bool:
+    """Make `out` share `inp`'s extents (btrfs, XFS, ...); False where the file system cannot (ext4, tmpfs,
+    another file system, not Linux), and the caller copies."""
+    try:
+        import fcntl
+        fcntl.ioctl(out.fileno(), FICLONE, inp.fileno())
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def _link_file(src: Path, target: Path) -> None:
+    """`target` as a hard link to `src` (a symlink, as in the Hub cache, is followed to its blob), flushed."""
+    os.link(src, target, follow_symlinks=True)
     _fsync_path(target)
 
 
