@@ -110,6 +110,9 @@ def model_vocab_ids(tokenizer_json: dict) -> dict[int, str]:
     model = _of_type(tokenizer_json.get("model") or {}, dict, "tokenizer.json", "model")
     vocab = model.get("vocab")
     if isinstance(vocab, dict):
+        ids = list(vocab.values())
+        if set(map(type, ids)) <= {int} and min(ids, default=0) >= 0:  # the usual case, checked at C speed
+            return dict(zip(ids, vocab))
         return {_token_id(i, "tokenizer.json", f"model.vocab token {tok!r}"): tok for tok, i in vocab.items()}
     if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
         return {i: _unigram_piece(entry, i) for i, entry in enumerate(vocab)}
