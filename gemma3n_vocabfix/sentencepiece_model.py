@@ -113,12 +113,23 @@ def make_piece(text: str, piece_type: int = USER_DEFINED) -> bytes:
 def _piece_spans(buf: bytes) -> tuple[array, array, list[tuple[int, int]]]:
     """Byte offsets where each piece record starts and ends, and the spans of every other record."""
     starts, ends, rest = array("Q"), array("Q"), []
-    for field, wire, _, _, start, end in _records(buf):
-        if field == PIECES_FIELD and wire == 2:
-            starts.append(start)
+    pos, size, view = 0, len(buf), memoryview(buf)
+    while pos < size:
+        if buf[pos] == 0x0A and pos + 1 < size and buf[pos + 1] < 0x80:  # a piece with a one-byte length
+            end = pos + 2 + buf[pos + 1]
+            if end > size:
+                raise CheckpointError("tokenizer.model: truncated protobuf record")
+            starts.append(pos)
             ends.append(end)
+            pos = end
+            continue
+        field, wire, _, end, _, _ = next(_records(view[pos:]))
+        if field == PIECES_FIELD and wire == 2:
+            starts.append(pos)
+            ends.append(pos + end)
         else:
-            rest.append((start, end))
+            rest.append((pos, pos + end))
+        pos += end
     if not starts:
         raise CheckpointError("tokenizer.model: no pieces (not a SentencePiece model?)")
     return starts, ends, rest

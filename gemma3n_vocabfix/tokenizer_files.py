@@ -12,6 +12,7 @@ special_tokens_map.json names tokens by string only and never changes.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -112,7 +113,7 @@ def model_vocab_ids(tokenizer_json: dict) -> dict[int, str]:
     if isinstance(vocab, dict):
         ids = list(vocab.values())
         if set(map(type, ids)) <= {int} and min(ids, default=0) >= 0:  # the usual case, checked at C speed
-            return dict(zip(ids, vocab))
+            return dict(zip(ids, vocab, strict=True))
         return {_token_id(i, "tokenizer.json", f"model.vocab token {tok!r}"): tok for tok, i in vocab.items()}
     if isinstance(vocab, list):  # Unigram: [[piece, score], ...]
         return {i: _unigram_piece(entry, i) for i, entry in enumerate(vocab)}
@@ -201,8 +202,9 @@ def _renumber_model(model: dict, new_id: IdFn, added: dict[int, str]) -> dict:
     out = dict(model)
     vocab = model.get("vocab")
     if isinstance(vocab, dict):
-        moved = {tok: new_id(int(i)) for tok, i in vocab.items()}
-        moved = {tok: i for tok, i in moved.items() if i is not None}
+        ids = vocab.values()
+        mapped = new_id.many(ids) if isinstance(new_id, IdMap) else [new_id(int(i)) for i in ids]
+        moved = {tok: i for tok, i in zip(vocab, mapped, strict=True) if i is not None}
         taken = set(moved.values())
         # tokenizers gives an added token missing from the vocabulary the next free id past the vocabulary,
         # so a vocabulary with a hole would push the token that belongs there elsewhere: fill every hole.
@@ -212,7 +214,7 @@ def _renumber_model(model: dict, new_id: IdFn, added: dict[int, str]) -> dict:
                 raise CheckpointError(f"tokenizer.json: token {token!r} at id {hole} is also in the vocabulary "
                                       f"at id {moved[token]}")
             moved[token] = hole
-        out["vocab"] = dict(sorted(moved.items(), key=lambda kv: kv[1]))
+        out["vocab"] = dict(sorted(moved.items(), key=operator.itemgetter(1)))
     elif isinstance(vocab, list):
         placed = {new_id(i): entry for i, entry in enumerate(vocab)}
         placed.pop(None, None)
