@@ -136,7 +136,7 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     proof: list[VerifyReport] = []
 
     def check(stage: Path) -> None:
-        proof.append(verify_checkpoint(src, stage))
+        proof.append(verify_checkpoint(src, stage, in_checkpoint=ckpt))
         if not proof[0].ok:
             first = proof[0].differences[0]
             raise VerificationFailed(proof[0], f"{dst}: the written output is not {src} re-laid-out by its "

@@ -91,14 +91,17 @@ def count_pieces(buf: bytes) -> int:
 def piece_strings(buf: bytes) -> list[str]:
     """Every piece's string, by id (the first field of each piece record, as protobuf writes it); [] for none."""
     out = []
-    for field, wire, payload, end, _, _ in _records(buf):
-        if field != PIECES_FIELD or wire != 2:
-            continue
+    starts, ends, _ = _piece_spans(buf) if buf else (array("Q"), array("Q"), [])
+    for start, end in zip(starts, ends, strict=True):
+        payload = start + 1 + (1 if buf[start + 1] < 0x80 else _varint(buf, start + 1)[1] - start - 1)
         if buf[payload:payload + 1] != b"\x0a":
             out.append("")
             continue
-        length, text_start = _varint(buf, payload + 1)
-        out.append(bytes(buf[text_start:min(text_start + length, end)]).decode("utf-8", errors="replace"))
+        if payload + 1 < end and buf[payload + 1] < 0x80:  # a one-byte length, the usual case
+            length, text_start = buf[payload + 1], payload + 2
+        else:
+            length, text_start = _varint(buf, payload + 1)
+        out.append(buf[text_start:min(text_start + length, end)].decode("utf-8", errors="replace"))
     return out
 
 

@@ -337,3 +337,19 @@ def test_verify_copies_nothing_and_leaves_both_folders_alone(pair: tuple[Path, P
     shutil.rmtree(tmp_path / "unrelated", ignore_errors=True)
     assert verify(src, out)["ok"]
     assert (hash_tree(src), hash_tree(out)) == before
+
+
+@on_variants("small-resized")
+def test_a_changed_bpe_merge_is_named(case, tmp_path: Path) -> None:
+    """The merges hold no ids and are compared as bytes; a swapped pair is still a difference."""
+    out = tmp_path / "out"
+    shutil.copytree(case.out, out)
+    data = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))
+    merges = data["model"]["merges"]
+    assert len(merges) >= 2
+    merges[0], merges[1] = merges[1], merges[0]
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    result = verify(case.extended, out)
+    assert not result["ok"]
+    assert ("tokenizer.json", "model.merges") in {(d["file"], d["where"].split("[")[0])
+                                                   for d in result["differences"]}
