@@ -6,9 +6,10 @@ The core never imports torch or transformers: a rewrite is JSON edits plus byte 
 __version__ = "0.1.0"
 
 from .errors import VocabfixError  # noqa: E402
+from .id_map import IdMap  # noqa: E402
 
-__all__ = ["__version__", "VocabfixError", "RewriteReport", "rewrite_checkpoint", "VocabResult", "add_tokens",
-           "fix_model"]
+__all__ = ["__version__", "VocabfixError", "IdMap", "RewriteReport", "rewrite_checkpoint", "VocabResult",
+           "add_tokens", "fix_model"]
 
 
 def __getattr__(name: str):

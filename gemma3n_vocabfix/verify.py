@@ -28,7 +28,7 @@ from pathlib import Path
 from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint, read_checkpoint, read_json
 from .config_files import relayout_config, rewrite_generation_config
 from .errors import CheckpointError, LayoutError
-from .id_map import IdMap, IdRange
+from .id_map import IdMap
 from .layout import IdRanges, VocabTable, table_role
 from .rows import Init, InitRows, TablePlan
 from .safetensors_header import ShardHeader, TensorInfo
@@ -123,14 +123,11 @@ def read_record(out: Path) -> Record | None:
         return None
     try:
         data = json.loads(path.read_bytes())
-        ranges = [IdRange(_int(r["old_start"]), _int(r["new_start"]), _int(r["old_stop"]) - _int(r["old_start"]))
-                  for r in data["id_map"]]
-        dropped = [(_int(lo), _int(hi)) for lo, hi in data.get("id_map_dropped") or []]
         tables = {t["name"]: RecordedTable(str(t["name"]), _int(t["rows_before"]), _int(t["rows_after"]),
                                            tuple(_new_rows(t.get("new_rows") or [])))
                   for t in data.get("tensors") or []}
         init = (data.get("init") or {}).get("mode", "mean")
-        return Record(IdMap(ranges, dropped), IdRanges.from_dict(data["layout_before"]),
+        return Record(IdMap.from_record(data), IdRanges.from_dict(data["layout_before"]),
                       IdRanges.from_dict(data["layout_after"]), tables, str(init))
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None

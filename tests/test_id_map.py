@@ -38,3 +38,45 @@ def test_id_map_rejects_gaps() -> None:
     except ValueError:
         return
     raise AssertionError("a gap in the old ids was accepted")
+
+
+def test_from_file_and_map_agree_with_the_oracle(tmp_path) -> None:
+    """IdMap.from_file(a rewrite's folder or vocabfix.json).map(ids): numpy arrays and lists, -100 kept, ids past
+    the map unchanged, against the doc's map."""
+    import numpy as np
+    from fixtures.helpers import NEW, A, T, V
+    from fixtures.oracle import DocLayout
+    from fixtures.synthetic import build
+
+    from gemma3n_vocabfix import IdMap, rewrite_checkpoint
+    src = build(tmp_path / "in", text=T, vision=V, audio=A, new_tokens=NEW)
+    rewrite_checkpoint(src, tmp_path / "out")
+    doc = DocLayout(T, V, A, len(NEW))
+    ids = np.array([[i for i in range(T + V + A + len(NEW))], [-100] * (T + V + A + len(NEW))])
+    for source in (tmp_path / "out", tmp_path / "out" / "vocabfix.json"):
+        id_map = IdMap.from_file(source)
+        mapped = id_map.map(ids)
+        assert mapped.tolist() == [[doc.pi(i) for i in ids[0]], ids[1].tolist()]
+        assert id_map.map([0, T, 10 ** 6, -1]) == [doc.pi(0), doc.pi(T), 10 ** 6, -1]
+
+
+def test_from_file_of_something_else_is_one_clear_error(tmp_path) -> None:
+    import pytest
+
+    from gemma3n_vocabfix import IdMap
+    from gemma3n_vocabfix.errors import CheckpointError
+    (tmp_path / "vocabfix.json").write_text('{"id_map": 3}')
+    with pytest.raises(CheckpointError, match="not a vocabfix record"):
+        IdMap.from_file(tmp_path)
+    with pytest.raises(CheckpointError, match="cannot read"):
+        IdMap.from_file(tmp_path / "missing.json")
+
+
+def test_map_refuses_a_dropped_id() -> None:
+    import pytest
+
+    from gemma3n_vocabfix.id_map import IdMap, IdRange
+    id_map = IdMap([IdRange(0, 0, 5), IdRange(6, 5, 4)], dropped=[(5, 6)])
+    assert id_map.map([0, 6, 9]) == [0, 5, 8]
+    with pytest.raises(ValueError, match="id 5 has no new id"):
+        id_map.map([1, 5])
