@@ -85,7 +85,7 @@ def inspect(
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit, for a Hub repo id."),
 ) -> None:
     """Show CKPT's vocabulary layout and findings (help text: INSPECT_HELP)."""
-    with handled_errors():
+    with handled_errors(command="inspect", as_json=as_json, fmt=fmt):
         fmt = _output_format(as_json, fmt)
         report = _inspect(ckpt, tokens or [], revision)
         code = report.exit_code(strict)
@@ -182,7 +182,7 @@ def rewrite(
             return f"Interrupted after {written[0]} was written (it is complete); the push to the Hub did not finish."
         return "Interrupted; nothing was written (the staged output was removed)."
 
-    with handled_errors(interrupted):
+    with handled_errors(interrupted, command="rewrite", as_json=as_json, fmt=fmt):
         fmt = _output_format(as_json, fmt)
         _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
                  private=private, written=written, init=init, reinit=reinit, strategy=strategy, slots=slots,
@@ -252,6 +252,54 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         stdout.print(f"[green]Pushed[/] to {safe(push.repo_id)}: {safe(pushed_url)}")
 
 
+REMAP_IDS_HELP = (
+    "Write DATA, a dataset tokenised with the extended checkpoint's ids, into OUT with the rewrite's ids.\n\n"
+    "DATA is a Parquet file or folder, a datasets save_to_disk folder (Dataset or DatasetDict), a datasets cache "
+    "folder or .arrow file, or a JSON lines file; OUT has the same form (load_from_disk loads a save_to_disk OUT). "
+    "Every id in the --columns goes through the id map of --map (the rewrite's vocabfix.json), one record batch at a "
+    "time; ids below 0 (the -100 of ignored labels) and ids past the map stay as they are; the schema and every "
+    "other column are kept. An id the map drops (an <unusedN> slot of --strategy unused) stops the run, naming its "
+    "row and column. OUT is staged, flushed and renamed into place; DATA is never modified. Parquet and Arrow need "
+    "pyarrow (pip install 'gemma3n-vocabfix\\[data]').\n\n"
+    "Exit code: 0 written, 2 DATA, the map or OUT cannot be used (one line).\n\n"
+    "Examples:  vocabfix remap-ids ./tokenised ./tokenised-fixed --map ./gemma3n-fixed/vocabfix.json\n"
+    "           vocabfix remap-ids train.parquet train-fixed.parquet --map ./gemma3n-fixed --columns input_ids\n"
+    "           vocabfix remap-ids train.jsonl train-fixed.jsonl --map ./gemma3n-fixed --json"
+)
+
+
+@app.command("remap-ids", help=REMAP_IDS_HELP)
+def remap_ids(
+    data: Path = typer.Argument(..., metavar="DATA", help="Parquet, Arrow (datasets) or JSON lines data; never "
+                                                          "modified."),
+    dst: Path = typer.Argument(..., metavar="OUT", help="Where to write, in DATA's form; must not exist (see "
+                                                        "--force)."),
+    id_map: Path = typer.Option(..., "--map", metavar="CKPT/vocabfix.json",
+                                help="The record 'vocabfix rewrite' wrote into the rewritten checkpoint (or that "
+                                     "folder)."),
+    columns: str = typer.Option(None, "--columns", metavar="NAMES",
+                                help="Comma-separated id columns (default: input_ids,labels, whichever DATA has; "
+                                     "columns named here must all be there)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if it holds only dataset files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+) -> None:
+    """Remap a tokenised dataset's ids (help text: REMAP_IDS_HELP)."""
+    with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed)."):
+        from .remap_ids import DEFAULT_COLUMNS
+        from .remap_ids import remap_ids as run
+        report = run(data, dst, id_map, columns.split(",") if columns else DEFAULT_COLUMNS, force=force)
+        from .render import safe, write_json
+        if as_json:
+            write_json(report.to_dict(), sys.stdout)
+            return
+        for stale in report.stale_removed:
+            stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.",
+                         soft_wrap=True)
+        stdout.print(f"[green]{safe(report.summary())}[/]", soft_wrap=True)
+        if report.copied:
+            stdout.print(f"  copied unchanged: {safe(', '.join(report.copied))}", soft_wrap=True)
+
+
 VERIFY_HELP = (
     "Prove that OUT is IN re-laid-out by the id map OUT/vocabfix.json records.\n\n"
     "Every tensor outside the vocabulary tables must be byte-identical; every row of each vocabulary table must be "
@@ -281,7 +329,7 @@ def verify(
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit, when IN is a Hub repo id."),
 ) -> None:
     """Prove OUT is IN re-laid-out (help text: VERIFY_HELP)."""
-    with handled_errors():
+    with handled_errors(command="verify", as_json=as_json, fmt=fmt):
         fmt = _output_format(as_json, fmt)
         from .verify import verify_checkpoint
         report = verify_checkpoint(src, dst, revision=revision, load=load)
@@ -294,6 +342,66 @@ def verify(
             render_verify_text(report, stdout)
         sys.stdout.flush()
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FINDINGS)
+
+
+REMAP_ADAPTER_HELP = (
+    "Rewrite the PEFT adapter ADAPTER, trained on an extended checkpoint, into OUT for its rewrite.\n\n"
+    "Every saved tensor indexed by token id follows the id map of --map (the rewrite's vocabfix.json): rows of "
+    "modules_to_save copies of embed_tokens, embed_tokens_per_layer and lm_head (and of base tables saved beside a "
+    "LoRA), columns of lora_embedding_A, rows of an lm_head LoRA's lora_B; the config's trainable_token_indices "
+    "(their delta rows keep their order). Tables get the rewritten base's row counts; new rows follow the rewrite's "
+    "rule (per-layer row 0, else the mean of the text rows; zeros for LoRA deltas); rows of dropped ids are dropped. "
+    "Every other tensor and config key is kept. Tokenizer files beside the adapter are replaced by the rewritten "
+    "checkpoint's. Reads adapter_model.safetensors only (a pickled adapter_model.bin is refused). OUT is staged, "
+    "flushed and renamed into place; ADAPTER is never modified; OUT/vocabfix-adapter.json records what changed.\n\n"
+    "Examples:  vocabfix remap-adapter ./lora-extended ./lora-fixed --map ./gemma3n-fixed/vocabfix.json\n"
+    "           vocabfix remap-adapter ./lora-extended ./lora-fixed --map ./gemma3n-fixed --json"
+)
+
+
+@app.command("remap-adapter", help=REMAP_ADAPTER_HELP)
+def remap_adapter(
+    adapter: Path = typer.Argument(..., metavar="ADAPTER", help="The adapter folder (adapter_config.json, "
+                                                                "adapter_model.safetensors); never modified."),
+    dst: Path = typer.Argument(..., metavar="OUT", help="Folder to write; must not exist (see --force)."),
+    id_map: Path = typer.Option(..., "--map", metavar="CKPT/vocabfix.json",
+                                help="The record 'vocabfix rewrite' wrote into the rewritten checkpoint (or that "
+                                     "folder)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if remap-adapter wrote it or it holds only "
+                                                            "adapter and checkpoint files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+) -> None:
+    """Remap a PEFT adapter's token ids (help text: REMAP_ADAPTER_HELP)."""
+    with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed)."):
+        from .adapter import remap_adapter as run
+        with _progress(enabled=not as_json) as progress:
+            report = run(adapter, dst, id_map, force=force, progress=progress)
+        from .render import safe, write_json
+        if as_json:
+            write_json(report.to_dict(), sys.stdout)
+            return
+        for stale in report.stale_removed:
+            stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.",
+                         soft_wrap=True)
+        stdout.print(f"[green]Remapped[/] {safe(adapter)} -> {safe(dst)} with the id map of {safe(report.map_path)}"
+                     f"{'' if report.changed else ' (no tensor or config entry holds a moved id: same content)'}.",
+                     soft_wrap=True)
+        for t in report.tensors:
+            axis = "columns" if t.kind == "columns" else "rows"
+            counts = [(t.plan.rows_copied, "copied"), (t.plan.rows_from_row_0, "row 0"),
+                      (t.plan.rows_initialised, "new"), (t.plan.rows_dropped, "dropped")]
+            stdout.print(f"  {safe(t.info.name)}: {axis} {t.plan.source.rows:,} -> {t.plan.rows_out:,} (moved with "
+                         f"the map: {', '.join(f'{n:,} {what}' for n, what in counts if n)})", soft_wrap=True)
+        for c in report.config_changes:
+            stdout.print(f"  adapter_config.json {c['key']}: {safe(c['old'])} -> {safe(c['new'])}", soft_wrap=True)
+        stdout.print(f"  {report.tensors_unchanged} other tensors: same bytes", soft_wrap=True)
+        if report.files_from_checkpoint:
+            stdout.print(f"  from the rewritten checkpoint: {safe(', '.join(report.files_from_checkpoint))}",
+                         soft_wrap=True)
+        for f in report.files_not_copied:
+            stdout.print(f"  [yellow]not copied[/]: {safe(f['file'])} ({safe(f['why'])})", soft_wrap=True)
+        for note in report.notes:
+            stdout.print(f"  [dim]{safe(note)}[/]", soft_wrap=True)
 
 
 class _progress:
@@ -320,20 +428,29 @@ class _progress:
 
 
 @contextmanager
-def handled_errors(interrupted: Callable[[], str] = lambda: "Interrupted.") -> Iterator[None]:
+def handled_errors(interrupted: Callable[[], str] = lambda: "Interrupted.", *, command: str = "",
+                   as_json: bool = False, fmt: OutputFormat = None) -> Iterator[None]:
     """Inside a command: our errors, Ctrl-C and anything unexpected become one line on stderr and the exit code of
     the error (2; 130 for Ctrl-C). Handled here rather than around `app()`, because click turns KeyboardInterrupt
     into 'Aborted!' and exit 1 (which would read as 'findings') before an outer handler could see it. A reader
-    that closes the pipe early (`| head`) ends the command quietly, as for any Unix filter."""
+    that closes the pipe early (`| head`) ends the command quietly, as for any Unix filter.
+
+    With `--json` / `--format json` every failure also writes one JSON error document on stdout, and with `--format
+    github` an ::error annotation, so a CI step that reads stdout never mistakes a failure for an empty report."""
+    _machine.fmt = OutputFormat.json if as_json else (fmt or OutputFormat.text)
+    _machine.command = command
     try:
         yield
     except VocabfixError as e:
-        _fail(e.message, e.hint, e.exit_code)
+        _fail(e.message, e.hint, e.exit_code, type(e).__name__)
     except KeyboardInterrupt:
+        _tell_machines(interrupted(), None, EXIT_INTERRUPTED, "Interrupted")
         stderr.print(interrupted(), soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Terminated:
-        stderr.print(interrupted().replace("Interrupted", "Terminated", 1), soft_wrap=True)
+        text = interrupted().replace("Interrupted", "Terminated", 1)
+        _tell_machines(text, None, EXIT_TERMINATED, "Terminated")
+        stderr.print(text, soft_wrap=True)
         raise typer.Exit(EXIT_TERMINATED) from None
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
@@ -341,7 +458,32 @@ def handled_errors(interrupted: Callable[[], str] = lambda: "Interrupted.") -> I
     except Exception as e:  # the contract is one line, never a traceback
         if isinstance(e, (typer.Exit, typer.Abort)) or os.environ.get("VOCABFIX_DEBUG"):
             raise
-        _fail(f"unexpected {type(e).__name__}: {e}", "rerun with VOCABFIX_DEBUG=1 for a traceback and report it")
+        _fail(f"unexpected {type(e).__name__}: {e}", "rerun with VOCABFIX_DEBUG=1 for a traceback and report it",
+              kind=type(e).__name__)
+
+
+class _Machine:
+    """Where a failure is also reported for machines: the running command's --format (set by handled_errors)."""
+
+    fmt = OutputFormat.text
+    command = ""
+
+
+_machine = _Machine()
+
+
+def _tell_machines(message: str, hint: str | None, code: int, kind: str) -> None:
+    """The JSON error document or the GitHub annotation of a failure, on stdout (the one line goes to stderr)."""
+    one_line = " ".join(message.split())
+    name = f"vocabfix {_machine.command}".strip()
+    if _machine.fmt is OutputFormat.json:
+        from .render import write_json
+        write_json({"ok": False, "command": name, "exit_code": code,
+                    "error": {"type": kind, "message": one_line, "hint": hint}}, sys.stdout)
+    elif _machine.fmt is OutputFormat.github:
+        from .render import github_error
+        sys.stdout.write(github_error(name, one_line + (f" ({hint})" if hint else "")))
+    sys.stdout.flush()
 
 
 def _print_error(message: str, hint: str | None) -> None:
@@ -351,7 +493,8 @@ def _print_error(message: str, hint: str | None) -> None:
                  soft_wrap=True)
 
 
-def _fail(message: str, hint: str | None, code: int = EXIT_CANNOT_RUN) -> None:
+def _fail(message: str, hint: str | None, code: int = EXIT_CANNOT_RUN, kind: str = "VocabfixError") -> None:
+    _tell_machines(message, hint, code, kind)
     _print_error(message, hint)
     raise typer.Exit(code)
 
@@ -395,8 +538,23 @@ def _usage_error(e: Exception) -> int:
         print(ctx.get_help())
         return EXIT_CANNOT_RUN
     command = ctx.command_path if ctx is not None else "vocabfix"
+    _machine.fmt, _machine.command = _format_in_argv(sys.argv[1:]), command.partition(" ")[2]
+    _tell_machines(e.format_message(), f"see '{command} --help'", EXIT_CANNOT_RUN, "UsageError")
     _print_error(e.format_message(), f"see '{command} --help'")
     return EXIT_CANNOT_RUN
+
+
+def _format_in_argv(argv: list[str]) -> OutputFormat:
+    """The report format a command line asks for, read before (or without) click parsing it: a usage error still
+    answers in JSON to a CI step that passed --json."""
+    for i, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith("--format=") else (
+            argv[i + 1] if arg == "--format" and i + 1 < len(argv) else None)
+        if arg == "--json" or (value or "").lower() == "json":
+            return OutputFormat.json
+        if (value or "").lower() == "github":
+            return OutputFormat.github
+    return OutputFormat.text
 
 
 if __name__ == "__main__":

@@ -306,6 +306,11 @@ def _gh_property(text: str) -> str:
     return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def github_error(command: str, message: str) -> str:
+    """A failed command as one ::error workflow command (exit 2, 130, 143 under --format github)."""
+    return f"::error title={_gh_property(f'{command} failed')}::{_gh_data(message)}\n"
+
+
 def render_inspect_github(report: InspectReport, out: TextIO, strict: bool = False) -> None:
     """One workflow command per finding (::error / ::warning / ::notice), then a plain summary line."""
     for f in report.findings:

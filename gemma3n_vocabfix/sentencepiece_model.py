@@ -91,7 +91,7 @@ def count_pieces(buf: bytes) -> int:
 def piece_strings(buf: bytes) -> list[str]:
     """Every piece's string, by id (the first field of each piece record, as protobuf writes it); [] for none."""
     out = []
-    starts, ends, _ = _piece_spans(buf) if buf else (array("Q"), array("Q"), [])
+    starts, ends, _ = _piece_spans(buf, required=False)
     for start, end in zip(starts, ends, strict=True):
         payload = start + 1 + (1 if buf[start + 1] < 0x80 else _varint(buf, start + 1)[1] - start - 1)
         if buf[payload:payload + 1] != b"\x0a":
@@ -113,8 +113,9 @@ def make_piece(text: str, piece_type: int = USER_DEFINED) -> bytes:
     return b"\x0a" + _encode_varint(len(payload)) + payload
 
 
-def _piece_spans(buf: bytes) -> tuple[array, array, list[tuple[int, int]]]:
-    """Byte offsets where each piece record starts and ends, and the spans of every other record."""
+def _piece_spans(buf: bytes, required: bool = True) -> tuple[array, array, list[tuple[int, int]]]:
+    """Byte offsets where each piece record starts and ends, and the spans of every other record. CheckpointError
+    for a model without pieces, when `required`."""
     starts, ends, rest = array("Q"), array("Q"), []
     pos, size, view = 0, len(buf), memoryview(buf)
     while pos < size:
@@ -133,7 +134,7 @@ def _piece_spans(buf: bytes) -> tuple[array, array, list[tuple[int, int]]]:
         else:
             rest.append((pos, pos + end))
         pos += end
-    if not starts:
+    if not starts and required:
         raise CheckpointError("tokenizer.model: no pieces (not a SentencePiece model?)")
     return starts, ends, rest
 

@@ -20,7 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.helpers import COLUMNS, EMBED, INDEX, PER_LAYER, SHARD1, SHARD2, A, T, V, edit_json, run_cli, snapshot
+from fixtures.helpers import (
+    COLUMNS,
+    EMBED,
+    INDEX,
+    PER_LAYER,
+    SHARD1,
+    SHARD2,
+    A,
+    T,
+    V,
+    check_machine_error,
+    edit_json,
+    run_cli,
+    snapshot,
+)
 from fixtures.synthetic import build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -457,7 +471,10 @@ def check_inspect(result: dict, what: str, fmt: str) -> None:
     assert result["code"] in (0, 1, 2), f"{what}: exit {result['code']}\n{result['stderr']}"
     if result["code"] == 2:
         check_failure_line(result, what)
-        assert result["stdout"] == "", f"{what}: output beside the error:\n{result['stdout']}"
+        check_machine_error(result["stdout"], 2)
+        expected = {"text": "", "json": "{", "github": "::error title="}[fmt]  # every format reports the failure
+        assert result["stdout"].startswith(expected) and (fmt != "text" or result["stdout"] == ""), \
+            f"{what}: stdout beside the error:\n{result['stdout']}"
         return
     assert "Traceback" not in result["stderr"] + result["stdout"], what
     if fmt == "json":

@@ -80,7 +80,9 @@ def test_ctrl_c_during_inspect_exits_130(which, lowest_typer, extended, tmp_path
                 "checkpoint", "read_weights", tmp_path)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 130 and len(lines) == 1 and "Interrupted" in lines[0], proc.stderr
-    assert proc.stdout == ""  # a CI gate reading --json sees no document, and exit 130 is not "findings" (1)
+    # a CI gate reading --json gets one document that says so, and exit 130 is not "findings" (1)
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and doc["exit_code"] == 130 and doc["command"] == "vocabfix inspect"
 
 
 def test_lowest_typer_runs_the_commands(lowest_typer, extended, tmp_path) -> None:
