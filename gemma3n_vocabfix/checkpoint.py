@@ -100,11 +100,44 @@ def parse_json_object(raw: bytes, path: Path) -> dict:
         raise CheckpointError(f"{path}: JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
+    check_unicode(data, raw, path)
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def check_unicode(data: object, raw: bytes, path: Path) -> None:
+    """Every string is Unicode text: an unpaired surrogate escape ("\\ud800") parses in Python but cannot be
+    written back as UTF-8 (nor read by the tokenizers library). Checked only when the raw bytes hold such an escape
+    (a surrogate pair, as ensure_ascii writes an emoji, passes)."""
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise CheckpointError(f"{path}: not valid JSON text (a string holds an unpaired UTF-16 surrogate "
+                                  "escape such as \\ud800)") from None
 
 
 def read_json(path: Path) -> dict:
     return parse_json_object(read_bytes(path), path)
+
+
+MAX_JSON_DEPTH = 100  # configs nest 3 levels; the rewrite walks and copies them recursively
+
+
+def read_nested_json(path: Path) -> dict:
+    """read_json for the small files the rewrite walks and copies recursively (config.json, generation_config.json,
+    the index): refused when nested deeper than MAX_JSON_DEPTH, before a walk could exceed Python's recursion limit."""
+    data = read_json(path)
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise CheckpointError(f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        stack += [(c, depth + 1) for c in (node.values() if isinstance(node, dict) else node)
+                  if isinstance(c, (dict, list))]
+    return data
 
 
 def is_present(path: Path) -> bool:
@@ -114,9 +147,9 @@ def is_present(path: Path) -> bool:
     return path.is_file()
 
 
-def _optional_json(root: Path, name: str) -> dict | None:
+def _optional_json(root: Path, name: str, read: Callable[[Path], dict] = read_json) -> dict | None:
     path = root / name
-    return read_json(path) if is_present(path) else None
+    return read(path) if is_present(path) else None
 
 
 _MERGES_KEY = re.compile(rb'"merges"\s*:\s*\[')
@@ -151,6 +184,7 @@ def read_tokenizer_json_without_merges(path: Path) -> tuple[dict, tuple[int, int
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"].get("merges") == []:
+            check_unicode(data, raw, path)
             return data, span
     return parse_json_object(raw, path), None
 
@@ -212,7 +246,7 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
         raise CheckpointError(f"{root}: not a folder", hint="pass a checkpoint folder as saved by save_pretrained")
     if not is_present(root / "config.json"):
         raise CheckpointError(f"{root}: no config.json", hint="pass a checkpoint folder as saved by save_pretrained")
-    config = read_json(root / "config.json")
+    config = read_nested_json(root / "config.json")
     check_gemma3n(config, root / "config.json")
     sp = root / SENTENCEPIECE_FILE
     tokenizer = {name: _optional_json(root, name) for name in JSON_TOKENIZER_FILES
@@ -228,7 +262,7 @@ def read_checkpoint(root: str | Path, *, remote: RemoteFiles | None = None, merg
     return Checkpoint(
         root=root,
         config=config,
-        generation_config=_optional_json(root, "generation_config.json"),
+        generation_config=_optional_json(root, "generation_config.json", read_nested_json),
         tokenizer_json=tokenizer["tokenizer.json"],
         tokenizer_config=tokenizer["tokenizer_config.json"],
         added_tokens=tokenizer["added_tokens.json"],
@@ -278,7 +312,7 @@ def read_weights(root: Path, remote: RemoteFiles | None = None) -> Weights:
     where = remote.label if remote is not None else root
     index_path = root / INDEX_NAME
     if is_present(index_path):
-        index = read_json(index_path)
+        index = read_nested_json(index_path)
         check_index(index, index_path)
         names = [n for n in sorted(set(index["weight_map"].values())) if exists(n)]
     elif exists(SINGLE_NAME):
