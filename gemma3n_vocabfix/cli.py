@@ -372,7 +372,8 @@ def remap_adapter(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
     """Remap a PEFT adapter's token ids (help text: REMAP_ADAPTER_HELP)."""
-    with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed)."):
+    with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed).",
+                        command="remap-adapter", as_json=as_json):
         from .adapter import remap_adapter as run
         with _progress(enabled=not as_json) as progress:
             report = run(adapter, dst, id_map, force=force, progress=progress)
