@@ -34,8 +34,8 @@ app = typer.Typer(
          "goes wrong; 'vocabfix rewrite' moves the appended tokens into the text range; 'vocabfix verify' proves "
          "a rewrite's output against its input.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
@@ -60,44 +60,92 @@ class OutputFormat(str, Enum):
 
 
 INSPECT_HELP = (
-    "Show CKPT's vocabulary layout, how stock transformers routes each id, and what will go wrong.\n\n"
+    "Show whether stock transformers can run CKPT, what goes wrong if not, and the command that fixes it.\n\n"
     "Reads config.json, the tokenizer files and the safetensors headers only (from the Hub: the small files, and "
     "each shard header by HTTP range requests; no weights are downloaded). Each finding has a stable code "
-    "(VF001...), a severity, what goes wrong at run time and the command that fixes it.\n\n"
-    "Exit code: 0 no error-level finding (with --strict: no warning either), 1 findings at that level, "
-    "2 CKPT cannot be read.\n\n"
-    "Examples:  vocabfix inspect ./gemma3n-extended --token \"<new_tok>\" --token 262400\n"
-    "           vocabfix inspect google/gemma-3n-E4B-it --format github --strict"
+    "(VF001...), a severity, what goes wrong at run time and the fix. --verbose adds the files, the vocabulary "
+    "tables, how stock transformers routes every id range and the special ids. Several CKPTs (or files inside "
+    "checkpoints, as a pre-commit hook passes them) are each checked once.\n\n"
+    "Exit code: 0 no error-level finding (with --strict: no warning either; --select / --ignore choose the codes "
+    "that count), 1 findings at that level, 2 a CKPT cannot be read.\n\n"
+    "Examples:  vocabfix inspect ./gemma3n-extended --lookup \"<new_tok>\" --lookup 262400\n"
+    "           vocabfix inspect google/gemma-3n-E4B-it --format github --strict\n"
+    "           vocabfix inspect ./ckpt --select VF001,VF004 --json"
 )
 
 
 @app.command(help=INSPECT_HELP)
 def inspect(
-    ckpt: str = typer.Argument(..., metavar="CKPT", help="Checkpoint folder, or Hub repo id (org/name)."),
+    ckpts: list[str] = typer.Argument(..., metavar="CKPT...", help="Checkpoint folders, Hub repo ids (org/name), or "
+                                                                  "files inside checkpoints."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
     fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", case_sensitive=False,
-                                     help="text: rich tables; json: one JSON document on stdout; github: GitHub "
-                                          "Actions ::error/::warning annotations."),
+                                     help="text: the verdict and findings (tables with --verbose); json: one JSON "
+                                          "document on stdout; github: GitHub Actions ::error/::warning "
+                                          "annotations."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too, not only on errors."),
-    tokens: list[str] = typer.Option(None, "--token", "-t", metavar="ID_OR_STRING",
-                                     help="Classify an id or a token string: its range, and the table and row stock "
-                                          "transformers reads for it. Repeatable; a number is read as an id."),
+    select: list[str] = typer.Option(None, "--select", metavar="CODES",
+                                     help="Only these finding codes count and are shown (e.g. VF001,VF004)."),
+    ignore: list[str] = typer.Option(None, "--ignore", metavar="CODES", help="These finding codes are not shown and "
+                                                                             "do not count."),
+    lookups: list[str] = typer.Option(None, "--lookup", "-l", metavar="ID_OR_STRING",
+                                      help="Classify an id or a token string: its range, and the table and row stock "
+                                           "transformers reads for it. Repeatable; a number is read as an id."),
+    old_lookups: list[str] = typer.Option(None, "--token", hidden=True),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the files, tables, routed id ranges "
+                                                                "and special ids."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only the exit code tells."),
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit, for a Hub repo id."),
 ) -> None:
-    """Show CKPT's vocabulary layout and findings (help text: INSPECT_HELP)."""
+    """Show each CKPT's verdict and findings (help text: INSPECT_HELP)."""
     with handled_errors(command="inspect", as_json=as_json, fmt=fmt):
         fmt = _output_format(as_json, fmt)
-        report = _inspect(ckpt, tokens or [], revision)
-        code = report.exit_code(strict)
-        from .render import render_inspect_github, render_inspect_text, write_json
-        if fmt is OutputFormat.json:
-            write_json(report.to_dict(strict), sys.stdout)
-        elif fmt is OutputFormat.github:
+        queries = _lookups(lookups, old_lookups)
+        chosen, skipped = _finding_codes(select, "--select"), _finding_codes(ignore, "--ignore")
+        from .inspect import checkpoint_roots
+        reports = [_inspect(c, queries, revision).only(chosen, skipped) for c in checkpoint_roots(ckpts)]
+        code = max(r.exit_code(strict) for r in reports)
+        if not quiet:
+            _print_inspect(reports, fmt, strict, verbose)
+    raise typer.Exit(code)
+
+
+def _print_inspect(reports: list, fmt: OutputFormat, strict: bool, verbose: bool) -> None:
+    from .render import render_inspect_github, render_inspect_text, write_json
+    if fmt is OutputFormat.json:
+        docs = [r.to_dict(strict) for r in reports]
+        write_json(docs[0] if len(docs) == 1 else {"checkpoints": docs, "exit_code": max(d["exit_code"] for d in docs)},
+                   sys.stdout)
+    for n, report in enumerate(reports if fmt is not OutputFormat.json else ()):
+        if fmt is OutputFormat.github:
             render_inspect_github(report, sys.stdout, strict)
         else:
-            render_inspect_text(report, stdout, strict)
-        sys.stdout.flush()
-    raise typer.Exit(code)
+            if n:
+                stdout.print()
+            render_inspect_text(report, stdout, strict, verbose)
+    sys.stdout.flush()
+
+
+def _lookups(lookups: list[str] | None, old: list[str] | None) -> list[str]:
+    if old:
+        stderr.print("[yellow]Note:[/] --token is now --lookup (--token is the Hub's name for an auth token).",
+                     soft_wrap=True)
+    queries = [*(lookups or []), *(old or [])]
+    for q in queries:
+        if q.startswith("hf_") and len(q) > 20:
+            raise UsageError("--lookup takes a token id or string, and this looks like a Hugging Face auth token",
+                             hint="vocabfix reads HF_TOKEN or the token 'hf auth login' saved; never pass it here")
+    return queries
+
+
+def _finding_codes(values: list[str] | None, option: str) -> list[str]:
+    from .findings import CODES
+    codes = [c.strip().upper() for v in values or [] for c in v.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in CODES]
+    if unknown:
+        raise UsageError(f"{option}: no finding code {unknown[0]}", hint=f"codes are {min(CODES)}..{max(CODES)}; "
+                         "'vocabfix inspect --help' and the README list them")
+    return codes
 
 
 def _inspect(ckpt: str, tokens: list[str], revision: str | None):
@@ -538,8 +586,9 @@ def _usage_error(e: Exception) -> int:
     if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `vocabfix` alone: the help, as before
         print(ctx.get_help())
         return EXIT_CANNOT_RUN
-    command = ctx.command_path if ctx is not None else "vocabfix"
-    _machine.fmt, _machine.command = _format_in_argv(sys.argv[1:]), command.partition(" ")[2]
+    sub = ctx.command.name if ctx is not None and ctx.parent is not None else ""
+    command = f"vocabfix {sub}".strip()  # not ctx.command_path: under `python -m` that names the module
+    _machine.fmt, _machine.command = _format_in_argv(sys.argv[1:]), sub
     _tell_machines(e.format_message(), f"see '{command} --help'", EXIT_CANNOT_RUN, "UsageError")
     _print_error(e.format_message(), f"see '{command} --help'")
     return EXIT_CANNOT_RUN

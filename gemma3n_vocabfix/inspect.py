@@ -73,8 +73,18 @@ class InspectReport:
     findings: list[Finding]
     fix_command: str
 
+    def __repr__(self) -> str:
+        return (f"InspectReport(source={self.source!r}, findings={[f.code for f in self.findings]}, "
+                f"exit_code={self.exit_code()})")
+
     def exit_code(self, strict: bool = False) -> int:
         return gate(self.findings, strict)
+
+    def only(self, select: list[str] = (), ignore: list[str] = ()) -> InspectReport:
+        """The report with only the findings whose codes are in `select` (all when empty) and not in `ignore`:
+        what `--select` / `--ignore` gate on."""
+        kept = [f for f in self.findings if (not select or f.code in select) and f.code not in ignore]
+        return replace(self, findings=kept)
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
@@ -169,6 +179,21 @@ def _token_views(queries: list[str], layout: Layout) -> list[TokenView]:
         out.append(TokenView(q, token_id, layout.tokenizer.token(token_id), range_name(token_id, layout),
                              route(token_id, layout), note))
     return out
+
+
+def checkpoint_roots(paths: list[str]) -> list[str]:
+    """The checkpoints named by `paths`, each once and in order: a folder as given, a file inside a checkpoint (what
+    a pre-commit hook passes: config.json, a shard...) as the nearest folder above it holding config.json, and
+    anything else (a Hub repo id, a path that does not exist) as given, for the reader to accept or refuse."""
+    roots: list[str] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_file():
+            found = next((p for p in path.resolve().parents if (p / "config.json").is_file()), None)
+            text = os.path.relpath(found) if found is not None and not path.is_absolute() else str(found or path)
+        if text not in roots:
+            roots.append(text)
+    return roots
 
 
 def fix_command(source: str, revision: str | None = None, hub: bool = False) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from .findings import BLOCKS_REWRITE, Severity, show
@@ -189,109 +190,138 @@ def _ids(start: int, stop: int) -> str:
     return f"{start:,}" if stop - start == 1 else f"{start:,}..{stop - 1:,}"
 
 
-def render_inspect_text(report: InspectReport, console: Console, strict: bool = False) -> None:
-    """The inspect report for people: files, tables, routed ranges, special ids, tokens, findings, verdict."""
-    lay = report.layout
+def render_inspect_text(report: InspectReport, console: Console, strict: bool = False, verbose: bool = False) -> None:
+    """The inspect report for people: the verdict and each finding with its fix command first; the --lookup tokens;
+    with `verbose` the files, tables, routed ranges and special ids after. Nothing is cut at any width: long cells
+    fold, commands are printed whole (soft-wrapped, so a copy is one line)."""
     rev = f" @ {safe(report.revision)}" if report.revision else ""
-    console.print(f"[bold]{safe(report.source)}[/]{rev}")
-
-    files = Table(title="Files", title_justify="left")
-    for col, justify in (("file", "left"), ("role", "left"), ("bytes", "right"), ("tensors", "right"),
-                         ("dtypes", "left")):
-        files.add_column(col, justify=justify, overflow="fold")
-    for f in report.files:
-        dtypes = ", ".join(f"{d} x{n}" for d, n in f.dtypes.items()) if f.dtypes else ""
-        where = " (header read remotely)" if f.remote and f.role == "weights" else (" (remote)" if f.remote else "")
-        files.add_row(safe(f.name), safe(f.role) + where, _bytes(f.bytes),
-                      f"{f.tensors:,}" if f.tensors is not None else "", safe(dtypes))
-    console.print(files)
-
-    tables = Table(title="Tensors with a vocabulary dimension", title_justify="left")
-    for col, justify in (("tensor", "left"), ("shard", "left"), ("shape", "left"), ("dtype", "left"),
-                         ("rows", "right"), ("ids of its rows", "left"), ("rows the config builds", "left")):
-        tables.add_column(col, justify=justify, overflow="fold")
-    for t in report.tables:
-        config = ("[green]same[/]" if t.rows == t.config_rows else
-                  f"[red]{t.config_rows:,} ({t.config_key})[/]")
-        tables.add_row(safe(t.name), safe(t.shard), escape("[" + ", ".join(f"{d:,}" for d in t.shape) + "]"),
-                       safe(t.dtype), f"{t.rows:,}", _ids(t.first_id, t.first_id + t.rows) if t.rows else "none",
-                       config)
-    console.print(tables)
-
-    ranges = Table(title="Id ranges and how stock transformers routes them", title_justify="left")
-    for col, justify in (("range", "left"), ("ids", "left"), ("count", "right"), ("embedding read from", "left"),
-                         ("per-layer input", "left"), ("", "left")):
-        ranges.add_column(col, justify=justify)
-    for r in report.ranges:
-        for i, s in enumerate(r.segments):
-            rows = "?" if s.table_rows is None else f"{s.table_rows:,}"
-            last = s.first_row + (s.stop - s.start) - 1
-            read = f"{s.table.value} rows {_ids(s.first_row, last + 1)} (of {rows})"
-            status = f"[red]{escape(s.error)}[/]" if s.error else "[green]ok[/]"
-            ranges.add_row(r.name if i == 0 else "", _ids(s.start, s.stop), f"{s.stop - s.start:,}", read,
-                           s.per_layer, status)
-    console.print(ranges)
-    sizes = ", ".join(f"{safe(k)} {v:,}" for k, v in lay.tokenizer.file_sizes.items())
-    console.print(f"text_config.vocab_size {lay.vocab_size:,} · vocab_size_per_layer_input {lay.per_layer_size:,} · "
-                  f"tokenizer {lay.tokenizer.size:,} ids ({sizes or 'no ids found'})")
-
-    if report.special:
-        special = Table(title="Special ids: config, generation config and tokenizer", title_justify="left")
-        for col in ("key", "config.json", "generation_config.json", "the tokenizer names it", ""):
-            special.add_column(col, overflow="fold")
-        for s in report.special:
-            if s.agrees:
-                status = "[green]agree[/]"
-            else:
-                where = f"id {s.expected_id}" if s.expected_id is not None else "not in the tokenizer"
-                status = f"[red]disagree:[/] its {safe(s.tokenizer_key)} {safe(show(s.expected))} is {where}"
-            special.add_row(s.key, _value(s.config), _value(s.generation), safe(", ".join(show(t) for t in s.tokens)),
-                            status)
-        console.print(special)
-
+    console.print(f"[bold]{safe(report.source)}[/]{rev}", soft_wrap=True)
+    _inspect_verdict(report, console, strict)
+    for f in report.findings:
+        console.print(f"[{STYLE[f.severity]}]{f.code} {f.severity.value}[/]: [bold]{safe(f.title)}[/]", soft_wrap=True)
+        console.print(Padding(f"{safe(f.message)}.", (0, 0, 0, 2)))
+        console.print(f"  [dim]fix:[/] {safe(f.fix)}", soft_wrap=True)
     if report.tokens:
-        tokens = Table(title="Tokens", title_justify="left")
-        for col in ("query", "id", "token", "range", "stock transformers reads", "per-layer row", ""):
-            tokens.add_column(col)
-        for t in report.tokens:
-            r: Route | None = t.route
-            note = f" [dim]({safe(t.note)})[/]" if t.note else ""
-            if r is None:
-                tokens.add_row(safe(show(t.query)), "" if t.id is None else f"{t.id:,}", "", "", "", "", note)
-                continue
-            of = "?" if r.table_rows is None else f"{r.table_rows:,}"
-            status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
-            tokens.add_row(safe(show(t.query)), f"{t.id:,}", safe(show(t.token)), t.range or "",
-                           f"{r.table.value} row {r.row:,} (of {of})", f"{r.per_layer_row:,}", status + note)
-        console.print(tokens)
+        console.print(_tokens_table(report))
+    if verbose:
+        for table in (_files_table(report), _tensors_table(report), _ranges_table(report)):
+            console.print(table)
+        lay = report.layout
+        sizes = ", ".join(f"{safe(k)} {v:,}" for k, v in lay.tokenizer.file_sizes.items())
+        console.print(f"text_config.vocab_size {lay.vocab_size:,} · vocab_size_per_layer_input "
+                      f"{lay.per_layer_size:,} · tokenizer {lay.tokenizer.size:,} ids ({sizes or 'no ids found'})")
+        if report.special:
+            console.print(_special_table(report))
+    else:
+        console.print("[dim]--verbose shows the files, vocabulary tables, id routing and special ids.[/]")
 
-    if report.findings:
-        findings = Table(title="Findings", title_justify="left", show_lines=True)
-        for col in ("code", "severity", "what goes wrong", "fix"):
-            findings.add_column(col)
-        for f in report.findings:
-            findings.add_row(f.code, f"[{STYLE[f.severity]}]{f.severity.value}[/]",
-                             f"[bold]{safe(f.title)}[/]: {safe(f.message)}", safe(f.fix))
-        console.print(findings)
+
+def _inspect_verdict(report: InspectReport, console: Console, strict: bool) -> None:
     counts = ", ".join(f"{report.count(s)} {s.value}{'s' if report.count(s) != 1 and s is not Severity.INFO else ''}"
                        for s in Severity)
     code = report.exit_code(strict)
     if code == 0 and not report.findings:
         console.print("[green]OK:[/] " + escape("the layout stock transformers accepts ([text | vision | audio], "
                                                "audio ending at vocab_size, tables matching config and tokenizer)."))
-    elif code == 0:
+        return
+    if code == 0:
         console.print(f"[green]OK[/] ({counts}); nothing at the {'warning' if strict else 'error'} level.")
+        return
+    blocking = [f.code for f in report.findings if f.code in BLOCKS_REWRITE]
+    if blocking:
+        console.print(f"[red]Problems:[/] {counts}. Fix {', '.join(dict.fromkeys(blocking))} first (each fix below): "
+                      "the rewrite refuses a checkpoint with them. Then:")
+        console.print(f"  [bold]{safe(report.fix_command)}[/]", soft_wrap=True)
+    elif any(f.fix == report.fix_command for f in report.findings):
+        console.print(f"[red]Problems:[/] {counts}. The rewrite fixes the layout findings:")
+        console.print(f"  [bold]{safe(report.fix_command)}[/]", soft_wrap=True)
     else:
-        blocking = [f.code for f in report.findings if f.code in BLOCKS_REWRITE]
-        if blocking:
-            console.print(f"[red]Problems:[/] {counts}. Fix {', '.join(dict.fromkeys(blocking))} first (see the fix "
-                          "column above): the rewrite refuses a checkpoint with them. Then:")
-            console.print(f"  [bold]{safe(report.fix_command)}[/]", soft_wrap=True)
-        elif any(f.fix == report.fix_command for f in report.findings):
-            console.print(f"[red]Problems:[/] {counts}. The rewrite fixes the layout findings:")
-            console.print(f"  [bold]{safe(report.fix_command)}[/]", soft_wrap=True)
+        console.print(f"[red]Problems:[/] {counts}. Each fix is below.")
+
+
+def _table(title: str, columns: tuple[tuple[str, str], ...], **kwargs) -> Table:
+    table = Table(title=title, title_justify="left", **kwargs)
+    for col, justify in columns:
+        table.add_column(col, justify=justify, overflow="fold")
+    return table
+
+
+def _files_table(report: InspectReport) -> Table:
+    files = _table("Files", (("file", "left"), ("role", "left"), ("bytes", "right"), ("tensors", "right"),
+                             ("dtypes", "left")))
+    for f in report.files:
+        dtypes = ", ".join(f"{d} x{n}" for d, n in f.dtypes.items()) if f.dtypes else ""
+        where = " (header read remotely)" if f.remote and f.role == "weights" else (" (remote)" if f.remote else "")
+        files.add_row(safe(f.name), safe(f.role) + where, _bytes(f.bytes),
+                      f"{f.tensors:,}" if f.tensors is not None else "", safe(dtypes))
+    return files
+
+
+def _tensors_table(report: InspectReport) -> Table:
+    tables = _table("Tensors with a vocabulary dimension",
+                    (("tensor", "left"), ("shard", "left"), ("shape", "left"), ("dtype", "left"), ("rows", "right"),
+                     ("ids of its rows", "left"), ("rows the config builds", "left")))
+    for t in report.tables:
+        config = ("[green]same[/]" if t.rows == t.config_rows else
+                  f"[red]{t.config_rows:,} ({t.config_key})[/]")
+        tables.add_row(safe(t.name), safe(t.shard), escape("[" + ", ".join(f"{d:,}" for d in t.shape) + "]"),
+                       safe(t.dtype), f"{t.rows:,}", _ids(t.first_id, t.first_id + t.rows) if t.rows else "none",
+                       config)
+    return tables
+
+
+def _ranges_table(report: InspectReport) -> Table:
+    """Each id range, what stock transformers reads for it, and its status; per-layer rows of image and audio ids
+    that VF004 reports (fresh rows where the released model reads row 0) are marked as that finding."""
+    vf004 = any(f.code == "VF004" for f in report.findings)
+    ranges = _table("Id ranges and how stock transformers routes them",
+                    (("range", "left"), ("ids", "left"), ("count", "right"), ("embedding read from", "left"),
+                     ("per-layer input", "left"), ("", "left")))
+    for r in report.ranges:
+        for i, seg in enumerate(r.segments):
+            rows = "?" if seg.table_rows is None else f"{seg.table_rows:,}"
+            last = seg.first_row + (seg.stop - seg.start) - 1
+            read = f"{seg.table.value} rows {_ids(seg.first_row, last + 1)} (of {rows})"
+            if seg.error:
+                status = f"[red]{escape(seg.error)}[/]"
+            elif vf004 and r.name in ("vision", "audio") and not seg.per_layer.startswith("row 0"):
+                status = "[red]VF004: own per-layer rows, not row 0[/]"
+            else:
+                status = "[green]ok[/]"
+            ranges.add_row(r.name if i == 0 else "", _ids(seg.start, seg.stop), f"{seg.stop - seg.start:,}", read,
+                           seg.per_layer, status)
+    return ranges
+
+
+def _special_table(report: InspectReport) -> Table:
+    special = _table("Special ids: config, generation config and tokenizer",
+                     (("key", "left"), ("config.json", "left"), ("generation_config.json", "left"),
+                      ("the tokenizer names it", "left"), ("", "left")))
+    for sp in report.special:
+        if sp.agrees:
+            status = "[green]agree[/]"
         else:
-            console.print(f"[red]Problems:[/] {counts}. See the fix column above.")
+            where = f"id {sp.expected_id}" if sp.expected_id is not None else "not in the tokenizer"
+            status = f"[red]disagree:[/] its {safe(sp.tokenizer_key)} {safe(show(sp.expected))} is {where}"
+        special.add_row(sp.key, _value(sp.config), _value(sp.generation), safe(", ".join(show(t) for t in sp.tokens)),
+                        status)
+    return special
+
+
+def _tokens_table(report: InspectReport) -> Table:
+    tokens = _table("Tokens", tuple((c, "left") for c in ("query", "id", "token", "range", "stock transformers reads",
+                                                           "per-layer row", "")))
+    for t in report.tokens:
+        r: Route | None = t.route
+        note = f" [dim]({safe(t.note)})[/]" if t.note else ""
+        if r is None:
+            tokens.add_row(safe(show(t.query)), "" if t.id is None else f"{t.id:,}", "", "", "", "", note)
+            continue
+        of = "?" if r.table_rows is None else f"{r.table_rows:,}"
+        status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
+        tokens.add_row(safe(show(t.query)), f"{t.id:,}", safe(show(t.token)), t.range or "",
+                       f"{r.table.value} row {r.row:,} (of {of})", f"{r.per_layer_row:,}", status + note)
+    return tokens
 
 
 def _value(value: object) -> str:

@@ -496,7 +496,7 @@ def run_contract(cli: _Worker, root: Path, what: str) -> dict[str, int]:
     """Both commands (inspect in its formats, with --token; rewrite and its dry run) on root; the exit codes."""
     before = snapshot(root)
     codes = {}
-    for fmt, extra in (("text", ["--token", "<a>", "--token", "45"]), ("json", []), ("github", ["--strict"])):
+    for fmt, extra in (("text", ["--lookup", "<a>", "--lookup", "45"]), ("json", []), ("github", ["--strict"])):
         result = cli.run("inspect", str(root), "--format", fmt, *extra)
         check_inspect(result, f"{what} (inspect --format {fmt})", fmt)
         codes[f"inspect {fmt}"] = result["code"]

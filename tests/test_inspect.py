@@ -34,8 +34,8 @@ IDS = DocLayout(T, V, A, K)
 
 
 def invoke(*args: object):
-    """`vocabfix inspect ARGS` in this process (CliRunner), the console width pinned."""
-    return helpers.invoke("inspect", *args)
+    """`vocabfix inspect ARGS --verbose` (every table) in this process (CliRunner), the console width pinned."""
+    return helpers.invoke("inspect", *args, "--verbose")
 
 
 def codes(result) -> list[str]:
@@ -143,7 +143,7 @@ HOSTILE = ["[bold red]boom[/]", "\x1b[31mred\x1b[0m", "bell\x07", "tab\there"]
 
 def test_hostile_token_strings_are_printed_escaped(tmp_path: Path) -> None:
     src = build(tmp_path / "hostile", text=T, vision=V, audio=A, new_tokens=HOSTILE)
-    result = invoke(src, "--token", HOSTILE[0], "--token", HOSTILE[1], "--token", "[link=http://x]y[/link]")
+    result = invoke(src, "--lookup", HOSTILE[0], "--lookup", HOSTILE[1], "--lookup", "[link=http://x]y[/link]")
     assert result.exit_code == 1, result.output
     out = result.stdout
     assert "\x1b" not in out and "\x07" not in out and "\t" not in out
@@ -160,8 +160,8 @@ def test_hostile_token_strings_are_printed_escaped(tmp_path: Path) -> None:
 
 
 def test_token_classification(extended: Path) -> None:
-    result = invoke(extended, "--json", "--token", "<new_b>", "--token", str(T + 1), "--token", "3",
-                    "--token", "nope-not-a-token", "--token", "<image_soft_token>")
+    result = invoke(extended, "--json", "--lookup", "<new_b>", "--lookup", str(T + 1), "--lookup", "3",
+                    "--lookup", "nope-not-a-token", "--lookup", "<image_soft_token>")
     tokens = json.loads(result.stdout)["tokens"]
     new_b, vision, text, unknown, image = tokens
     assert new_b["id"] == IDS.new_ids_old[1] and new_b["range"] == "appended"
@@ -173,7 +173,7 @@ def test_token_classification(extended: Path) -> None:
                              "per_layer_row": 3, "error": None}
     assert unknown["id"] is None and "not a token" in unknown["note"]
     assert image["id"] == T + 1
-    shown = invoke(extended, "--token", "<new_b>").stdout
+    shown = invoke(extended, "--lookup", "<new_b>").stdout
     assert "Tokens" in shown and "embed_audio row 5 (of 4)" in shown
 
 
@@ -320,7 +320,7 @@ def test_e4b_shaped_released_is_clean(e4b) -> None:
 
 
 def test_e4b_shaped_extended(e4b) -> None:
-    data = json.loads(invoke(e4b["extended"], "--json", "--token", "<extra_token_1>").stdout)
+    data = json.loads(invoke(e4b["extended"], "--json", "--lookup", "<extra_token_1>").stdout)
     found = {f["code"]: f for f in data["findings"]}
     assert set(found) == {"VF001", "VF002", "VF004"}
     assert found["VF001"]["details"]["ids"] == [262400, 262403]
