@@ -215,6 +215,7 @@ def rewrite(
                                                     "instead of copies (fast, no extra space; they share storage "
                                                     "with IN, so editing one edits the other). OUT must be on IN's "
                                                     "file system."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (no report, no progress)."),
     verify: bool = typer.Option(False, "--verify", help="Before OUT appears, prove the written folder is IN "
                                                         "re-laid-out (as 'vocabfix verify' does); on a difference "
                                                         "it is removed and the exit code is 1."),
@@ -234,13 +235,13 @@ def rewrite(
         fmt = _output_format(as_json, fmt)
         _rewrite(src, dst, dry_run=dry_run, force=force, fmt=fmt, revision=revision, push_to_hub=push_to_hub,
                  private=private, written=written, init=init, reinit=reinit, strategy=strategy, slots=slots,
-                 verify=verify, link=link)
+                 verify=verify, link=link, quiet=quiet)
 
 
 def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputFormat, revision: str | None,
              push_to_hub: str | None, private: bool, written: list[Path], init: str = "mean",
              reinit: bool = False, strategy: str = "shift", slots: str | None = None, verify: bool = False,
-             link: bool = False) -> None:
+             link: bool = False, quiet: bool = False) -> None:
     from .hub import download_snapshot, is_repo_id, plan_push, resolve_source
     from .placement import check_strategy, parse_slots
     from .plan import parse_init
@@ -255,7 +256,7 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         raise UsageError(f"--push-to-hub {push_to_hub!r} is not a Hub repo id", hint="use org/name")
     source = resolve_source(src, revision)
     check_output_path(dst, force=force, src=source.path)  # before a download, and before reading IN
-    people = fmt is OutputFormat.text
+    people = fmt is OutputFormat.text and not quiet
     label = src
     if source.is_hub:
         folder = download_snapshot(source.repo_id, source.revision, progress=people and stderr.is_terminal)
@@ -273,6 +274,8 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         from .hub import push as push_folder
         pushed_url = push_folder(push)
     from .render import render_rewrite_github, render_rewrite_text, safe, write_json
+    if quiet:
+        return
     if fmt is OutputFormat.json:
         data = report.to_dict()
         if source.is_hub:
@@ -374,6 +377,7 @@ def verify(
     load: bool = typer.Option(False, "--load", help="Also load OUT with stock transformers and run a forward pass "
                                                     "over every appended token's new id and every multimodal "
                                                     "special id (needs the torch extra)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors; only the exit code tells."),
     revision: str = typer.Option(None, "--revision", help="Branch, tag or commit, when IN is a Hub repo id."),
 ) -> None:
     """Prove OUT is IN re-laid-out (help text: VERIFY_HELP)."""
@@ -382,7 +386,9 @@ def verify(
         from .verify import verify_checkpoint
         report = verify_checkpoint(src, dst, revision=revision, load=load)
         from .render import render_verify_github, render_verify_text, write_json
-        if fmt is OutputFormat.json:
+        if quiet:
+            pass
+        elif fmt is OutputFormat.json:
             write_json(report.to_dict(), sys.stdout)
         elif fmt is OutputFormat.github:
             render_verify_github(report, sys.stdout)
@@ -454,25 +460,50 @@ def remap_adapter(
 
 
 class _progress:
-    """A bytes progress bar on stderr, only for a terminal."""
+    """Progress of a write on stderr, for a terminal: a bar with the total known before the first byte (the writer
+    calls `start(total)`), percentage, bytes, rate and time left; then one summary line (bytes, time, rate)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, verb: str = "Wrote"):
         self.enabled = enabled and stderr.is_terminal
-        self.bar = None
+        self.verb, self.bar, self.task, self.done, self.started = verb, None, None, 0, 0.0
 
     def __enter__(self):
         if not self.enabled:
             return None
-        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-        self.bar = Progress(*Progress.get_default_columns()[:1], DownloadColumn(), TransferSpeedColumn(),
-                            console=stderr, transient=True)
-        self.bar.start()
-        task = self.bar.add_task("writing", total=None)
-        return lambda n: self.bar.advance(task, n)
+        import time
 
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TaskProgressColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        self.bar = Progress(BarColumn(), TaskProgressColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=stderr, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("writing", total=None)
+        self.started = time.monotonic()
+        return self
+
+    def start(self, total: int) -> None:
+        self.bar.update(self.task, total=total)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.bar.advance(self.task, n)
+
+    def __exit__(self, exc_type, *exc):
+        if self.bar is None:
+            return False
+        import time
+        self.bar.stop()
+        if exc_type is None and self.done:
+            from .render import human_bytes
+            seconds = max(time.monotonic() - self.started, 1e-9)
+            rate = self.done / seconds / 1e6
+            stderr.print(f"{self.verb} {human_bytes(self.done)} in {seconds:.1f} s ({rate:,.0f} MB/s).")
         return False
 
 

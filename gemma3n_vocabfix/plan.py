@@ -114,6 +114,12 @@ class Plan:
                                        "were <unusedN> slots, now the appended tokens' (see slots)"}
 
     @property
+    def shard_bytes(self) -> int:
+        """The bytes a write reports progress for: every output tensor of a changed shard, every unchanged shard
+        whole (bytes, what the progress display's total is)."""
+        return sum(sum(n for *_, n in s.out_tensors()) if s.changed else s.source.file_size for s in self.shards)
+
+    @property
     def changed_tables(self) -> list[TablePlan]:
         return [t for t in self.tables if t.changed]
 

@@ -176,7 +176,7 @@ def commit_message(report: RewriteReport, source: str) -> tuple[str, str]:
     return f"vocabfix: {rewrite_headline(report)}", "\n".join(lines)
 
 
-def _bytes(n: int | None) -> str:
+def human_bytes(n: int | None) -> str:
     if n is None:
         return "?"
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -252,7 +252,7 @@ def _files_table(report: InspectReport) -> Table:
     for f in report.files:
         dtypes = ", ".join(f"{d} x{n}" for d, n in f.dtypes.items()) if f.dtypes else ""
         where = " (header read remotely)" if f.remote and f.role == "weights" else (" (remote)" if f.remote else "")
-        files.add_row(safe(f.name), safe(f.role) + where, _bytes(f.bytes),
+        files.add_row(safe(f.name), safe(f.role) + where, human_bytes(f.bytes),
                       f"{f.tensors:,}" if f.tensors is not None else "", safe(dtypes))
     return files
 
@@ -359,7 +359,7 @@ def verify_summary(report: VerifyReport) -> str:
     rate = report.bytes_read / report.seconds / 1e6 if report.seconds > 0 else 0.0
     return (f"{report.files} files, {report.tensors_identical} tensors byte-identical, {report.tables} vocabulary "
             f"tables ({report.rows_copied:,} rows copied, {report.rows_new:,} new rows recomputed) against {what}; "
-            f"read {_bytes(report.bytes_read)} in {report.seconds:.1f} s ({rate:,.0f} MB/s)")
+            f"read {human_bytes(report.bytes_read)} in {report.seconds:.1f} s ({rate:,.0f} MB/s)")
 
 
 def _load_line(load: dict) -> str:

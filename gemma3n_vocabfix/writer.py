@@ -57,6 +57,8 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     naming the file, and for `link` across file systems.
     """
     progress = progress or (lambda n: None)
+    if hasattr(progress, "start"):  # a progress display that wants the total before the first byte
+        progress.start(plan.shard_bytes)
     stale = remove_stale_stages(dst)
     stage = _make_stage(dst)
     current = None  # the file being written: named when the error does not name one (ENOSPC, EIO from a write)
@@ -74,9 +76,11 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
             target.parent.mkdir(parents=True, exist_ok=True)
             if shard.changed:
                 _write_shard(shard, target, progress)
-            else:
-                (_link_file if link else _copy_file)(shard.source.path, target)
+            elif link:
+                _link_file(shard.source.path, target)
                 progress(shard.source.file_size)
+            else:
+                _copy_file(shard.source.path, target, progress)
         current = None
         if check is not None:
             check(stage)
@@ -145,12 +149,15 @@ def _make_stage(dst: Path) -> Path:
     return stage
 
 
-def _copy_file(src: Path, target: Path) -> None:
+def _copy_file(src: Path, target: Path, progress: ProgressFn = lambda n: None) -> None:
     """A copy of `src`, flushed: cloned (shared extents, no bytes moved) where the file system can, else copied
-    by the kernel (copy_file_range) in chunks."""
+    by the kernel (copy_file_range) in chunks, `progress` told after each."""
     with open(src, "rb") as inp, open(target, "wb", buffering=0) as out:
-        if not _clone(inp, out):
-            _copy_range(inp, out, 0, os.fstat(inp.fileno()).st_size, lambda n: None)
+        size = os.fstat(inp.fileno()).st_size
+        if _clone(inp, out):
+            progress(size)
+        else:
+            _copy_range(inp, out, 0, size, progress)
         os.fsync(out.fileno())
 
 

@@ -142,3 +142,50 @@ def test_inspect_text_without_verbose_is_short(extended: Path) -> None:
     released = build(extended.parent / "released", text=10, vision=4, audio=4)
     ok = lines(run_cli("inspect", released).stdout)
     assert ok[1].startswith("OK:")
+
+
+# --- progress ---------------------------------------------------------------------------------------------------
+
+
+def test_progress_knows_its_total_and_advances_through_a_whole_shard_copy(tmp_path: Path, monkeypatch) -> None:
+    """The writer gives the total before the first byte, then counts up to it, in chunks also while an unchanged
+    shard is copied whole."""
+    from fixtures.helpers import NEW, A, T, V
+    from fixtures.synthetic import UNCHANGED_SHARD, add_unchanged_shard
+
+    from gemma3n_vocabfix import writer
+    src = add_unchanged_shard(build(tmp_path / "in", text=T, vision=V, audio=A, new_tokens=NEW), rows=4096)
+    monkeypatch.setattr(writer, "CHUNK_BYTES", 64 * 1024)  # small chunks, so a 1.5 MB shard takes many steps
+
+    class Recorder:
+        def __init__(self):
+            self.total, self.steps = None, []
+
+        def start(self, total: int) -> None:
+            assert not self.steps
+            self.total = total
+
+        def __call__(self, n: int) -> None:
+            self.steps.append(n)
+
+    seen = Recorder()
+    rewrite_checkpoint(src, tmp_path / "out", progress=seen)
+    shard_bytes = (src / UNCHANGED_SHARD).stat().st_size
+    assert seen.total == sum(seen.steps) and seen.total > shard_bytes
+    assert sum(1 for n in seen.steps if n == 64 * 1024) >= shard_bytes // (64 * 1024)
+
+
+def test_progress_on_a_terminal_shows_percentage_and_ends_with_a_summary(extended: Path, tmp_path: Path) -> None:
+    """In a pseudo-terminal (util-linux `script`): a bar with percentage, then one summary line on stderr."""
+    out = tmp_path / "out"
+    cmd = f"{sys.executable} -m gemma3n_vocabfix.cli rewrite {extended} {out} 2>&1 >/dev/null"
+    proc = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, cwd=ROOT,
+                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "100", "TERM": "xterm"}, timeout=120)
+    assert proc.returncode == 0, proc.stdout
+    assert "100%" in proc.stdout
+    last = [ln for ln in proc.stdout.replace("\r", "\n").splitlines() if ln.strip()][-1]
+    assert "Wrote" in last and " in " in last and "MB/s" in last, proc.stdout[-500:]
+    quiet = subprocess.run(["script", "-qec", cmd.replace(" 2>&1", " -q 2>&1").replace(str(out), str(out) + "2"),
+                            "/dev/null"], capture_output=True, text=True, cwd=ROOT,
+                           env={"PATH": "/usr/bin:/bin", "TERM": "xterm"}, timeout=120)
+    assert quiet.returncode == 0 and quiet.stdout.strip() == ""

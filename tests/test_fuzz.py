@@ -154,7 +154,7 @@ def _check_common(result, what: str, allowed: tuple[int, ...], fmt: str) -> None
 
 
 def check_inspect(root: Path, fmt: str, tokens: list[str]) -> int:
-    args = ["inspect", root, "--format", fmt] + [a for t in tokens for a in ("--token", t)]
+    args = ["inspect", root, "--format", fmt] + [a for t in tokens for a in ("--lookup", t)]
     result = _run(*args)
     what = "vocabfix " + " ".join(map(str, args))
     _check_common(result, what, (0, 1, 2), fmt)
@@ -652,7 +652,7 @@ def test_fuzzed_file_keeps_the_contract(template: Path, workdir: Path, target: s
     inspect_fmt = data.draw(st.sampled_from(["json", "json", "github", "text"]), label="inspect --format")
     tokens = data.draw(st.lists(st.one_of(st.sampled_from([NEW[0], str(T + V + A), str(T)]),
                                           st.sampled_from(INTERESTING_STRINGS + list(map(str, INTERESTING_INTS)))),
-                                max_size=2), label="inspect --token")
+                                max_size=2), label="inspect --lookup")
     rewrite_extra = data.draw(st.sampled_from(REWRITE_VARIANTS), label="rewrite options")
     run_example(template, workdir, target, name, content, inspect_fmt, tokens, list(rewrite_extra))
 

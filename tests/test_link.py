@@ -13,28 +13,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from fixtures.helpers import INDEX, NEW, ROOT, SHARD1, SHARD2, A, T, V, assert_one_line_error, hash_tree, invoke
-from fixtures.synthetic import build
-from safetensors.numpy import save_file
+from fixtures.helpers import NEW, ROOT, SHARD1, SHARD2, A, T, V, assert_one_line_error, hash_tree, invoke
+from fixtures.synthetic import UNCHANGED_SHARD, add_unchanged_shard, build
 
 from gemma3n_vocabfix import rewrite_checkpoint
 
-SHARD3 = "model-00003-of-00003.safetensors"
+SHARD3 = UNCHANGED_SHARD
 
 
 def with_unchanged_shard(path: Path) -> Path:
     """The synthetic extended checkpoint plus a third shard that holds no vocabulary table."""
-    src = build(path, text=T, vision=V, audio=A, new_tokens=NEW)
-    tensors = {f"model.language_model.layers.{i}.mlp.down_proj.weight": np.full((64, 32), i, np.float32)
-               for i in range(1, 4)}
-    save_file(tensors, str(src / SHARD3), metadata={"format": "pt"})
-    index = json.loads((src / INDEX).read_text())
-    index["weight_map"].update({name: SHARD3 for name in tensors})
-    index["metadata"]["total_size"] += sum(t.nbytes for t in tensors.values())
-    (src / INDEX).write_text(json.dumps(index))
-    return src
+    return add_unchanged_shard(build(path, text=T, vision=V, audio=A, new_tokens=NEW))
 
 
 def test_link_makes_unchanged_shards_hard_links(tmp_path: Path) -> None:
