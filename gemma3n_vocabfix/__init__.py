@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 from .errors import VocabfixError  # noqa: E402
 from .id_map import IdMap  # noqa: E402
 
-__all__ = ["__version__", "VocabfixError", "IdMap", "RewriteReport", "rewrite_checkpoint", "VocabResult",
-           "add_tokens", "fix_model"]
+__all__ = ["__version__", "VocabfixError", "IdMap", "InspectReport", "inspect_checkpoint", "RewriteReport",
+           "rewrite_checkpoint", "VerifyReport", "verify_checkpoint", "VocabResult", "add_tokens", "fix_model"]
 
 
 def __getattr__(name: str):
@@ -17,6 +17,12 @@ def __getattr__(name: str):
     if name in ("RewriteReport", "rewrite_checkpoint"):
         from . import rewrite
         return getattr(rewrite, name)
+    if name in ("InspectReport", "inspect_checkpoint"):
+        from . import inspect
+        return getattr(inspect, name)
+    if name in ("VerifyReport", "verify_checkpoint"):
+        from . import verify
+        return getattr(verify, name)
     if name in ("VocabResult", "add_tokens", "fix_model"):  # torch/transformers are imported when called
         from . import in_memory
         return getattr(in_memory, name)

@@ -69,6 +69,9 @@ class Checkpoint:
     previous_record: dict | None = None  # vocabfix.json of an earlier rewrite, carried into the new one
     previous_record_problem: str | None = None  # why an existing vocabfix.json could not be read as a record
 
+    def __repr__(self) -> str:  # the parsed tokenizer files run to megabytes: name the checkpoint, not its contents
+        return f"Checkpoint({self.label!r}, {len(self.files)} files, {len(self.weights.tensors)} tensors)"
+
     @property
     def label(self) -> str:
         return self.remote.label if self.remote is not None else str(self.root)

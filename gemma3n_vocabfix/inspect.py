@@ -209,13 +209,19 @@ def fix_command(source: str, revision: str | None = None, hub: bool = False) -> 
     return f"vocabfix rewrite {shlex.quote(source)} {shlex.quote(out)}{rev}"
 
 
-def inspect_checkpoint(ckpt: Checkpoint, *, tokens: list[str] = (), source: str | None = None,
+def inspect_checkpoint(ckpt: Checkpoint | str | os.PathLike, *, tokens: list[str] = (), source: str | None = None,
                        revision: str | None = None) -> InspectReport:
-    """Describe `ckpt` (already read: no tensor bytes) and list what stock transformers will do wrong with it.
+    """Describe a checkpoint and list what stock transformers will do wrong with it, reading no tensor bytes.
 
-    `tokens` are ids or token strings to classify; `source` is how the user named the checkpoint (a folder or a
-    Hub repo id), used in the fix commands. Raises LayoutError when the config's layout fields are unusable.
+    `ckpt`: a checkpoint folder, a Hub repo id (`org/name`, at `revision`: the small files through the Hub cache,
+    shard headers by range requests), or a Checkpoint already read. `tokens` are ids or token strings to classify;
+    `source` is how the user named the checkpoint, used in the fix commands. Raises CheckpointError /
+    NotGemma3nError / HubError when it cannot be read and LayoutError when the config's layout fields are unusable.
     """
+    if not isinstance(ckpt, Checkpoint):
+        from .hub import read_source, resolve_source
+        source = source or str(ckpt)
+        ckpt = read_source(resolve_source(str(ckpt), revision))
     layout = analyse(ckpt)
     source = source or str(ckpt.root)
     fix = fix_command(source, revision, hub=ckpt.remote is not None)

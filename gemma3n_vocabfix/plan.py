@@ -81,6 +81,10 @@ class Plan:
     changes: list[FieldChange] = field(default_factory=list)
     init: Init = MEAN
 
+    def __repr__(self) -> str:
+        tables = [t.name for t in self.changed_tables]
+        return f"Plan({self.checkpoint.label!r}, changed={self.changed}, tables={tables}, files={self.rewritten_files})"
+
     @property
     def changed(self) -> bool:
         return not self.layout.is_consistent

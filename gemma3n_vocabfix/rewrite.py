@@ -27,6 +27,11 @@ class RewriteReport:
     stale_removed: list[Path] = field(default_factory=list)  # partial outputs of killed runs, cleaned up
     verified: VerifyReport | None = None  # with verify: the proof, run on the stage before it became OUT
 
+    def __repr__(self) -> str:
+        verb = "would write" if self.dry_run else "wrote"
+        return (f"RewriteReport({str(self.source)!r} -> {str(self.destination)!r}, {verb}, changed={self.changed}, "
+                f"appended={self.layout.appended}, tables={[t.name for t in self.plan.changed_tables]})")
+
     @property
     def changed(self) -> bool:
         return self.plan.changed
@@ -103,8 +108,9 @@ def checked_layout(ckpt: Checkpoint, *, strategy: str = "shift", slots: list[int
 def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = False, force: bool = False,
                        progress: ProgressFn | None = None, init: str = "mean", reinit: bool = False,
                        strategy: str = "shift", slots: list[int] | None = None,
-                       verify: bool = False, link: bool = False) -> RewriteReport:
-    """Write a copy of the checkpoint folder `src` to `dst` in the layout stock transformers accepts.
+                       verify: bool = False, link: bool = False, revision: str | None = None) -> RewriteReport:
+    """Write a copy of the checkpoint `src` (a folder, or a Hub repo id at `revision`, downloaded through the Hub
+    cache) to `dst` in the layout stock transformers accepts.
 
     The input is never modified; `dst` appears only once complete (staged beside it, then renamed). With `dry_run`
     nothing is written and the report carries the plan. `progress` is called with the number of bytes written.
@@ -123,10 +129,13 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     input), LayoutError (unusable layout fields), RewriteRefused (a problem listed in findings.BLOCKS_REWRITE) and
     VerificationFailed (with `verify`: the stage differs from what the record says; it was removed).
     """
-    src, dst = Path(src), Path(dst)
+    from .hub import download_snapshot, resolve_source
+    dst = Path(dst)
     parsed = parse_init(init, reinit)
     check_strategy(strategy, slots)
-    check_output_path(dst, force=force, src=src)
+    source = resolve_source(str(src), revision)
+    check_output_path(dst, force=force, src=source.path)  # before a Hub download, and before IN is read
+    src = source.path if not source.is_hub else download_snapshot(source.repo_id, source.revision, progress=False)
     if link:
         check_same_file_system(src, dst)
     ckpt = read_checkpoint(src, merges=False)

@@ -75,6 +75,10 @@ class VerifyReport:
     seconds: float = 0.0
     load: dict | None = None  # --load: what the forward pass ran and found
 
+    def __repr__(self) -> str:
+        return (f"VerifyReport({self.source!r} -> {str(self.output)!r}, ok={self.ok}, "
+                f"differences={len(self.differences) + self.differences_not_listed})")
+
     @property
     def ok(self) -> bool:
         return not self.differences and (self.load is None or bool(self.load.get("ok")))

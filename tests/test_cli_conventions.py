@@ -189,3 +189,21 @@ def test_progress_on_a_terminal_shows_percentage_and_ends_with_a_summary(extende
                             "/dev/null"], capture_output=True, text=True, cwd=ROOT,
                            env={"PATH": "/usr/bin:/bin", "TERM": "xterm"}, timeout=120)
     assert quiet.returncode == 0 and quiet.stdout.strip() == ""
+
+
+# --- the Python API -------------------------------------------------------------------------------------------
+
+
+def test_api_takes_paths_and_has_short_reprs(extended: Path, tmp_path: Path) -> None:
+    import gemma3n_vocabfix as vf
+
+    report = vf.inspect_checkpoint(extended)
+    assert report.exit_code() == 1 and {"VF001", "VF004"} <= {f.code for f in report.findings}
+    assert vf.inspect_checkpoint(str(extended), tokens=["<new_a>"]).tokens[0].id == report.layout.tokenizer.id_of(
+        "<new_a>")
+    rewritten = vf.rewrite_checkpoint(str(extended), tmp_path / "out")
+    proof = vf.verify_checkpoint(extended, tmp_path / "out")
+    id_map = vf.IdMap.from_file(tmp_path / "out")
+    for obj in (report, rewritten, rewritten.plan, rewritten.plan.checkpoint, proof, id_map):
+        assert len(repr(obj)) < 1000, repr(obj)[:2000]  # was 14 MB for a rewrite report
+    assert proof.ok and vf.IdMap.from_file(tmp_path / "out").map([0]) == [0]
