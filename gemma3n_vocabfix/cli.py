@@ -335,7 +335,8 @@ def remap_ids(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
 ) -> None:
     """Remap a tokenised dataset's ids (help text: REMAP_IDS_HELP)."""
-    with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed)."):
+    with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed).",
+                        command="remap-ids", as_json=as_json):
         from .remap_ids import DEFAULT_COLUMNS
         from .remap_ids import remap_ids as run
         report = run(data, dst, id_map, columns.split(",") if columns else DEFAULT_COLUMNS, force=force)
