@@ -21,6 +21,7 @@ place; DATA is only read. Needs pyarrow for Parquet and Arrow (the `data` extra)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -745,14 +746,29 @@ def _remap_jsonl(f: _DataFile, target: Path, mapper: _Mapper, spec: _ColumnSpec,
     first_keys: list[str] | None = None
     lineno = 0
 
+    encoders = {",": json.JSONEncoder(separators=(",", ":")), ", ": json.JSONEncoder(separators=(", ", ": "))}
+
+    def not_ids(n: int, column: str, value: object) -> DatasetError:
+        return DatasetError(f"{f.label}: line {n}, column {column!r} holds {_json_kind(value)}, not integer ids "
+                            "(remap-ids maps integers or lists of integers)", hint="name the id columns with --columns")
+
     def flush(chunk: list, out) -> None:
-        # chunk: (lineno, line, ending, spans); span: (start, end, column, first value, count, scalar)
-        flat = [v for _, _, _, spans in chunk for span in spans for v in span[6]]
+        # chunk: (lineno, line, ending, spans); span: (start, end, column, first value in flat, count, scalar, values)
+        flat = list(itertools.chain.from_iterable(span[6] for _, _, _, spans in chunk for span in spans))
         if not flat:
             for _, line, ending, _ in chunk:
                 out.write((line + ending).encode("utf-8"))
             return
-        values = np.array(flat, dtype=np.int64)
+        try:  # one C pass checks every id: a float, string, null or nested list gives another dtype
+            values = np.array(flat)
+        except (ValueError, OverflowError, TypeError):
+            values = None
+        if values is None or values.ndim != 1 or values.dtype.kind not in "iu":
+            for n, _, _, spans in chunk:  # only now, one by one: which line and column
+                for _, _, column, _, _, _, vals in spans:
+                    if any(type(v) is not int for v in vals):
+                        raise not_ids(n, column, vals)
+            raise DatasetError(f"{f.label}: ids that do not fit 64 bits")
         try:
             new, changed = mapper.map_np(values)
         except _DroppedId as e:
@@ -766,17 +782,15 @@ def _remap_jsonl(f: _DataFile, target: Path, mapper: _Mapper, spec: _ColumnSpec,
         new_list = new.tolist()
         for _, line, ending, spans in chunk:
             parts, at = [], 0
-            for start, end, _, first, count, scalar, _ in spans:
-                old_vals = flat[first:first + count]
+            for start, end, _, first, count, scalar, old_vals in spans:
                 vals = new_list[first:first + count]
                 if vals == old_vals:
-                    continue
+                    continue  # the original text, spacing and all
                 parts.append(line[at:start])
                 if scalar:
                     parts.append(str(vals[0]))
                 else:
-                    sep = ", " if ", " in line[start:end] else ","
-                    parts.append("[" + sep.join(map(str, vals)) + "]")
+                    parts.append(encoders[", " if ", " in line[start:end] else ","].encode(vals))
                 at = end
             parts.append(line[at:])
             out.write(("".join(parts) + ending).encode("utf-8"))
@@ -807,13 +821,10 @@ def _remap_jsonl(f: _DataFile, target: Path, mapper: _Mapper, spec: _ColumnSpec,
                     if key not in wanted or value is None:
                         continue
                     seen[key] = None
-                    if isinstance(value, bool) or not (isinstance(value, int) or (
-                            isinstance(value, list) and all(type(v) is int for v in value))):
-                        raise DatasetError(f"{f.label}: line {lineno}, column {key!r} holds "
-                                           f"{_json_kind(value)}, not integer ids (remap-ids maps integers or lists "
-                                           "of integers)", hint="name the id columns with --columns")
-                    vals = [value] if isinstance(value, int) else value
-                    spans.append((start, end, key, count_in_chunk, len(vals), isinstance(value, int), vals))
+                    if type(value) is not int and not isinstance(value, list):
+                        raise not_ids(lineno, key, value)
+                    vals = [value] if type(value) is int else value  # a list's items: checked in flush, in numpy
+                    spans.append((start, end, key, count_in_chunk, len(vals), type(value) is int, vals))
                     count_in_chunk += len(vals)
             chunk.append((lineno, body, ending, spans))
             if len(chunk) >= JSONL_CHUNK_LINES:

@@ -371,3 +371,44 @@ def test_parquet_row_groups_kept_and_big_ones_split(tmp_path, monkeypatch) -> No
     pieces = pq.ParquetFile(tmp_path / "p.parquet")
     assert pieces.num_row_groups > 4
     assert pieces.read().equals(out.read())
+
+
+def test_json_lines_spacing_scalars_nulls_and_line_endings(tmp_path) -> None:
+    src = tmp_path / "d.jsonl"
+    src.write_bytes('{"input_ids": [14, 1, 10], "text": "ünï <x>", "labels": [-100, 15]}\r\n'
+                    '\n'
+                    '{"labels":null,"input_ids":[],"meta":{"input_ids":[14]}}\n'
+                    '{"input_ids":13,"labels":[1,2]}'.encode())
+    report = remap_ids(src, tmp_path / "o.jsonl", SHIFT)
+    assert (tmp_path / "o.jsonl").read_bytes() == (
+        '{"input_ids": [10, 1, 12], "text": "ünï <x>", "labels": [-100, 11]}\r\n'
+        '\n'
+        '{"labels":null,"input_ids":[],"meta":{"input_ids":[14]}}\n'  # only top-level keys are columns
+        '{"input_ids":15,"labels":[1,2]}').encode()
+    assert report.rows == 3 and report.ids == 8 and report.changed == 4
+    for i, bad in enumerate(('[1, 2.5]', '[[1], [2]]', '"7"', '[1, null]', 'true')):
+        path = tmp_path / f"bad{i}.jsonl"
+        path.write_text('{"input_ids": [1]}\n{"input_ids": [2]}\n{"input_ids": ' + bad + '}\n')
+        with pytest.raises(Exception, match=r"line 3, column 'input_ids' holds .*, not integer ids"):
+            remap_ids(path, tmp_path / f"o{i}.jsonl", SHIFT)
+        assert not (tmp_path / f"o{i}.jsonl").exists()
+
+
+def test_parquet_folder_mirrored_and_a_killed_runs_stage_removed(tmp_path) -> None:
+    data = tmp_path / "data"
+    (data / "lang=en").mkdir(parents=True)
+    for i, rel in enumerate(("part-0.parquet", "lang=en/part-1.parquet")):
+        pq.write_table(pa.table({"input_ids": pa.array([[14, i], [15]], pa.list_(pa.int64()))}), data / rel)
+    (data / "README.md").write_text("notes")
+    stale = tmp_path / ".out.deadbeef.vocabfix-partial"  # what SIGKILL leaves: a stage whose process is gone
+    stale.mkdir()
+    (stale / ".vocabfix-stage").write_text("999999999\n")
+    before = snapshot(data)
+    report = remap_ids(data, tmp_path / "out", SHIFT, columns=["input_ids"])
+    assert report.stale_removed == [stale] and not stale.exists()
+    assert report.format == "folder" and report.copied == ["README.md"]
+    assert (tmp_path / "out" / "README.md").read_text() == "notes"
+    for i, rel in enumerate(("part-0.parquet", "lang=en/part-1.parquet")):
+        assert pq.read_table(tmp_path / "out" / rel)["input_ids"].to_pylist() == [[10, i], [11]]
+    assert snapshot(data) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
