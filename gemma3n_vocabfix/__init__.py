@@ -9,7 +9,8 @@ from .errors import VocabfixError  # noqa: E402
 from .id_map import IdMap  # noqa: E402
 
 __all__ = ["__version__", "VocabfixError", "IdMap", "InspectReport", "inspect_checkpoint", "RewriteReport",
-           "rewrite_checkpoint", "VerifyReport", "verify_checkpoint", "VocabResult", "add_tokens", "fix_model"]
+           "rewrite_checkpoint", "VerifyReport", "verify_checkpoint", "remap_adapter", "remap_ids", "VocabResult",
+           "add_tokens", "fix_model"]
 
 
 def __getattr__(name: str):
@@ -23,6 +24,12 @@ def __getattr__(name: str):
     if name in ("VerifyReport", "verify_checkpoint"):
         from . import verify
         return getattr(verify, name)
+    if name == "remap_adapter":
+        from .adapter import remap_adapter
+        return remap_adapter
+    if name == "remap_ids":  # pyarrow (the `data` extra) is imported when called
+        from .remap_ids import remap_ids
+        return remap_ids
     if name in ("VocabResult", "add_tokens", "fix_model"):  # torch/transformers are imported when called
         from . import in_memory
         return getattr(in_memory, name)
