@@ -18,8 +18,8 @@ dependencies), and sets pip's own variables PIP_NO_INDEX, PIP_NO_DEPS and PIP_NO
 The hook: two git repos, one holding a tiny broken checkpoint and one its rewrite, each checked by
 `pre-commit try-repo SNAPSHOT vocabfix-inspect --all-files`, which builds the hook's virtualenv and pip-installs
 the snapshot with its dependencies from the package index, as a user's first run does (try-repo keeps its
-environments in a temporary store of its own, not PRE_COMMIT_HOME, so the two run side by side; each takes
-about a minute on a busy 2-CPU machine, most of it pip).
+environments in a temporary store of its own and ignores PRE_COMMIT_HOME, so instead of sharing one environment the
+two run side by side: 75-105 s together on a busy 2-CPU machine, about as long as one alone, most of it pip).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,3 +351,34 @@ def test_pre_commit_hook_passes_on_the_fixed_checkpoint(try_repo) -> None:
     code, out = try_repo["fixed"]
     assert code == 0, out
     assert re.search(r"^vocabfix inspect\.+Passed$", out, flags=re.M), out
+
+
+# --- the README shows them as they are ----------------------------------------------------------------------------
+
+
+def readme_ci_yaml() -> list:
+    """Each ```yaml block of the README's "Use in CI" section, parsed (indented fragments dedented first)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Use in CI\n"):text.index("\n## ", text.index("## Use in CI\n") + 1)]
+    return [yaml.safe_load(textwrap.dedent(block)) for block in re.findall(r"```yaml\n(.*?)```", section, flags=re.S)]
+
+
+def test_readme_uses_the_action_and_the_hook_as_defined() -> None:
+    action, _ = action_steps()
+    steps = []
+    for doc in readme_ci_yaml():
+        if isinstance(doc, dict) and "jobs" in doc:
+            steps += [step for job in doc["jobs"].values() for step in job["steps"]]
+        elif isinstance(doc, list):
+            steps += doc
+    uses = [step for step in steps if step.get("uses", "").endswith("/vocabfix@main")]
+    assert len(uses) >= 3
+    for step in uses:
+        assert step["uses"] == "<owner>/vocabfix@main" and "path" in step["with"]
+        assert set(step["with"]) <= set(action["inputs"]), step
+    (config,) = [doc for doc in readme_ci_yaml() if isinstance(doc, dict) and "repos" in doc]
+    (repo,) = config["repos"]
+    assert [h["id"] for h in repo["hooks"]] == [hook()["id"]]
+    text = (ROOT / "README.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z-]+)` \|[^|]*\|", text[text.index("### The GitHub Action"):], flags=re.M))
+    assert set(action["inputs"]) <= rows, "the README's table of the action's inputs"
