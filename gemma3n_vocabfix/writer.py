@@ -327,14 +327,22 @@ def _copy_range(src: BinaryIO, out: BinaryIO, offset: int, length: int, progress
     while done < length:
         n = min(CHUNK_BYTES, length - done)
         try:
-            copied = os.copy_file_range(src.fileno(), out.fileno(), n, offset + done)
-        except OSError:  # not supported across these file systems: plain reads and writes
+            copied = _kernel_copy(src.fileno(), out.fileno(), n, offset + done)
+        except OSError:  # not supported across these file systems (or not Linux): plain reads and writes
             src.seek(offset + done)
             copied = _write_all(out, src.read(n))
         if copied <= 0:
             raise OSError(f"short copy from {src.name} at byte {offset + done}")
         done += copied
         progress(copied)
+
+
+def _kernel_copy(src_fd: int, out_fd: int, count: int, offset: int) -> int:
+    """copy_file_range where the OS has it (Linux); elsewhere OSError, and the caller reads and writes."""
+    copy = getattr(os, "copy_file_range", None)
+    if copy is None:
+        raise OSError("copy_file_range is not available")
+    return copy(src_fd, out_fd, count, offset)
 
 
 def _write_all(out: BinaryIO, data: bytes) -> int:

@@ -301,3 +301,14 @@ def test_force_checks_the_output_again_before_replacing_it(extended: Path, tmp_p
         rewrite_checkpoint(extended, out, force=True)
     assert (out / "notes.txt").read_text() == "written during the run" and (out / "vocabfix.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ext", "out"]
+
+
+def test_without_copy_file_range_the_writer_reads_and_writes(extended: Path, tmp_path: Path, monkeypatch) -> None:
+    """macOS and other systems have no os.copy_file_range: the same output, by plain reads and writes."""
+    from gemma3n_vocabfix import writer
+
+    rewrite_checkpoint(extended, tmp_path / "linux")
+    monkeypatch.delattr(writer.os, "copy_file_range")
+    rewrite_checkpoint(extended, tmp_path / "elsewhere")
+    for f in (tmp_path / "linux").iterdir():
+        assert (tmp_path / "elsewhere" / f.name).read_bytes() == f.read_bytes(), f.name
