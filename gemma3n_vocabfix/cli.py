@@ -132,6 +132,10 @@ def _lookups(lookups: list[str] | None, old: list[str] | None) -> list[str]:
                      soft_wrap=True)
     queries = [*(lookups or []), *(old or [])]
     for q in queries:
+        try:  # invalid UTF-8 in argv arrives as lone surrogates (surrogateescape): no token, nor a JSON report, has it
+            q.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"--lookup {q!r} is not UTF-8 text", hint="pass a token id or a token string") from None
         if q.startswith("hf_") and len(q) > 20:
             raise UsageError("--lookup takes a token id or string, and this looks like a Hugging Face auth token",
                              hint="vocabfix reads HF_TOKEN or the token 'hf auth login' saved; never pass it here")

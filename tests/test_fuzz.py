@@ -705,3 +705,10 @@ def test_found_by_fuzzing(template: Path, workdir: Path, case: str) -> None:
     codes = run_example(template, workdir, "found by fuzzing", name, content(template), "text", [NEW[0], str(T)],
                         rewrite_extra)
     assert codes == expected
+
+
+@pytest.mark.parametrize("fmt", ["json", "github", "text"])
+def test_lookup_that_is_not_utf8(template: Path, fmt: str) -> None:
+    """Invalid UTF-8 in argv reaches Python as a lone surrogate (surrogateescape): `inspect --format json --lookup
+    $'\\xff'` raised UnicodeEncodeError writing the report. Now a usage error, one line."""
+    assert check_inspect(template, fmt, ["\udcff"]) == 2
