@@ -192,6 +192,30 @@ def read_tokenizer_json_without_merges(path: Path) -> tuple[dict, tuple[int, int
     return parse_json_object(raw, path), None
 
 
+_MERGES_KEY_END = re.compile(rb'"merges"\s*:\s*\Z')
+
+
+def tokenizer_json_as_read(path: Path, merges: tuple[int, int] | None) -> bytes | None:
+    """The bytes read_tokenizer_json_without_merges parsed, read again for a rewrite that splices them: with the
+    merges at `merges` (the range it returned) replaced by `[]`, or the whole file when they were not cut out.
+    Reads only the 8 MB around Gemma's 26 MB of merges. None when the file cannot be read or no longer has the
+    merges array where the first read found it."""
+    try:
+        with open(path, "rb") as f:
+            if merges is None:
+                return f.read()
+            head = f.read(merges[0])
+            opening = f.read(1)
+            f.seek(merges[1] - 1)
+            tail = f.read()
+    except OSError:
+        return None
+    if (len(head) != merges[0] or opening != b"[" or not _FILE_TAIL.match(tail)
+            or not _MERGES_KEY_END.search(head, max(0, len(head) - 256))):
+        return None
+    return head + b"[]" + tail[1:]
+
+
 def _no_key_between(raw: bytes, start: int, stop: int) -> bool:
     """No object key (`"...":`, any whitespace before the colon) in raw[start:stop].
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint
+from .checkpoint import INDEX_NAME, RECORD_NAME, SENTENCEPIECE_FILE, Checkpoint, tokenizer_json_as_read
 from .config_files import FieldChange, dump_json, rewrite_config, rewrite_generation_config
 from .errors import CheckpointError, LayoutError, UsageError
 from .id_map import IdMap
+from .json_splice import Style, Unprovable, dump_like, splice
 from .layout import Layout
 from .rows import INIT_MODES, MEAN, Init, TablePlan, plan_table
 from .safetensors_header import DTYPE_SIZES, ShardHeader
@@ -281,17 +282,67 @@ def renumber_tokenizer_files(ckpt: Checkpoint, new_id: IdMap, added: dict[int, s
 
 
 def _tokenizer_json_parts(ckpt: Checkpoint, renumbered: dict) -> list | None:
-    """tokenizer.json renumbered; the BPE merges the reader left out (they hold no ids) are copied as bytes."""
+    """tokenizer.json renumbered, in the input's formatting: the input's bytes wherever the content does not change
+    (the BPE merges, which the reader left out, the other sections, the vocabulary entries that keep their id),
+    new text in the input's style where it does (json_splice.py). When the splice cannot be proved, the whole
+    document is written again in the input's indentation (compact when the input cannot be read back), the merges
+    still copied as bytes."""
     if renumbered == ckpt.tokenizer_json:
         return None
-    # tokenizers itself writes this file; compact JSON keeps the write fast (the pretty printer is pure Python)
-    content = json.dumps(renumbered, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    span = ckpt.tokenizer_json_merges
-    marker = b'"merges":[]'
+    path, span = ckpt.root / "tokenizer.json", ckpt.tokenizer_json_merges
+    doc = tokenizer_json_as_read(path, span)
+    if doc is not None:
+        try:
+            return _spliced_parts(path, doc, span, splice(doc, ckpt.tokenizer_json, renumbered))
+        except Unprovable:
+            pass
+    content = dump_like(renumbered, doc)
+    marker = b'"merges"' + (Style(doc).kv.encode() if doc is not None else b":") + b"[]"
     at = content.rfind(marker)
     if span is None or at < 0:
         return [content]
-    return [content[:at] + b'"merges":', SourceBytes(ckpt.root / "tokenizer.json", *span), content[at + len(marker):]]
+    return [content[:at + len(marker) - 2], SourceBytes(path, *span), content[at + len(marker):]]
+
+
+_INLINE_BELOW = 1 << 16  # unchanged ranges of tokenizer.json shorter than this are copied into the plan as bytes
+
+
+def _spliced_parts(path: Path, doc: bytes, merges: tuple[int, int] | None, pieces: list) -> list:
+    """json_splice's pieces as parts of the output file: a range of `doc` (the file with its merges cut out as
+    `[]`) becomes a range of the file, the merges themselves a range of the file; short ranges are inlined."""
+    cut, shift = (merges[0], merges[1] - merges[0] - 2) if merges is not None else (len(doc) + 2, 0)
+    out: list[bytes | SourceBytes] = []
+    pending = bytearray()
+
+    def copy(start: int, stop: int) -> None:
+        if stop - start < _INLINE_BELOW:
+            pending.extend(doc[start:stop])
+            return
+        if pending:
+            out.append(bytes(pending))
+            pending.clear()
+        offset = start if start < cut else start + shift
+        out.append(SourceBytes(path, offset, offset + stop - start))
+
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            pending.extend(piece)
+            continue
+        start, stop = piece
+        if cut < start < cut + 2 or cut < stop < cut + 2:
+            raise Unprovable("a spliced range ends inside the merges")
+        if start < cut + 2 <= stop and merges is not None:
+            copy(start, cut)
+            if pending:
+                out.append(bytes(pending))
+                pending.clear()
+            out.append(SourceBytes(path, *merges))
+            copy(cut + 2, stop)
+        else:
+            copy(start, stop)
+    if pending:
+        out.append(bytes(pending))
+    return out
 
 
 def _json_if_changed(before: dict, after: dict) -> bytes | None:
