@@ -107,6 +107,9 @@ def inspect(
         code = max(r.exit_code(strict) for r in reports)
         if not quiet:
             _print_inspect(reports, fmt, strict, verbose)
+        if old_lookups:  # after the report, so that a failure above stays one line
+            stderr.print("[yellow]Note:[/] --token is now --lookup (--token is the Hub's name for an auth token).",
+                         soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -127,9 +130,6 @@ def _print_inspect(reports: list, fmt: OutputFormat, strict: bool, verbose: bool
 
 
 def _lookups(lookups: list[str] | None, old: list[str] | None) -> list[str]:
-    if old:
-        stderr.print("[yellow]Note:[/] --token is now --lookup (--token is the Hub's name for an auth token).",
-                     soft_wrap=True)
     queries = [*(lookups or []), *(old or [])]
     for q in queries:
         try:  # invalid UTF-8 in argv arrives as lone surrogates (surrogateescape): no token, nor a JSON report, has it
@@ -336,17 +336,26 @@ def remap_ids(
                                 help="Comma-separated id columns (default: input_ids,labels, whichever DATA has; "
                                      "columns named here must all be there)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if it holds only dataset files."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", case_sensitive=False,
+                                     help="text; json: one JSON document on stdout; github: a ::notice annotation."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Remap a tokenised dataset's ids (help text: REMAP_IDS_HELP)."""
     with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed).",
-                        command="remap-ids", as_json=as_json):
+                        command="remap-ids", as_json=as_json, fmt=fmt):
+        fmt = _output_format(as_json, fmt)
         from .remap_ids import DEFAULT_COLUMNS
         from .remap_ids import remap_ids as run
         report = run(data, dst, id_map, columns.split(",") if columns else DEFAULT_COLUMNS, force=force)
-        from .render import safe, write_json
-        if as_json:
+        from .render import github_notice, safe, write_json
+        if quiet:
+            return
+        if fmt is OutputFormat.json:
             write_json(report.to_dict(), sys.stdout)
+            return
+        if fmt is OutputFormat.github:
+            sys.stdout.write(github_notice("vocabfix remap-ids", report.summary()))
             return
         for stale in report.stale_removed:
             stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.",
@@ -428,17 +437,26 @@ def remap_adapter(
                                      "folder)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace OUT if remap-adapter wrote it or it holds only "
                                                             "adapter and checkpoint files."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON document."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", case_sensitive=False,
+                                     help="text; json: one JSON document on stdout; github: a ::notice annotation."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Remap a PEFT adapter's token ids (help text: REMAP_ADAPTER_HELP)."""
     with handled_errors(lambda: "Interrupted; nothing was written (the staged output was removed).",
-                        command="remap-adapter", as_json=as_json):
+                        command="remap-adapter", as_json=as_json, fmt=fmt):
+        fmt = _output_format(as_json, fmt)
         from .adapter import remap_adapter as run
-        with _progress(enabled=not as_json) as progress:
+        with _progress(enabled=fmt is OutputFormat.text and not quiet) as progress:
             report = run(adapter, dst, id_map, force=force, progress=progress)
-        from .render import safe, write_json
-        if as_json:
+        from .render import github_notice, safe, write_json
+        if quiet:
+            return
+        if fmt is OutputFormat.json:
             write_json(report.to_dict(), sys.stdout)
+            return
+        if fmt is OutputFormat.github:
+            sys.stdout.write(github_notice("vocabfix remap-adapter", f"remapped {adapter} -> {dst}"))
             return
         for stale in report.stale_removed:
             stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.",

@@ -336,6 +336,11 @@ def _gh_property(text: str) -> str:
     return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+def github_notice(command: str, message: str) -> str:
+    """A finished command as one ::notice workflow command (--format github of the remap commands)."""
+    return f"::notice title={_gh_property(command)}::{_gh_data(message)}\n"
+
+
 def github_error(command: str, message: str) -> str:
     """A failed command as one ::error workflow command (exit 2, 130, 143 under --format github)."""
     return f"::error title={_gh_property(f'{command} failed')}::{_gh_data(message)}\n"

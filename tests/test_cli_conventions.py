@@ -207,3 +207,19 @@ def test_api_takes_paths_and_has_short_reprs(extended: Path, tmp_path: Path) -> 
     for obj in (report, rewritten, rewritten.plan, rewritten.plan.checkpoint, proof, id_map):
         assert len(repr(obj)) < 1000, repr(obj)[:2000]  # was 14 MB for a rewrite report
     assert proof.ok and vf.IdMap.from_file(tmp_path / "out").map([0]) == [0]
+
+
+def test_every_reporting_command_takes_format_and_quiet(fixed: Path, tmp_path: Path) -> None:
+    for command in ("inspect", "rewrite", "verify", "remap-ids", "remap-adapter"):
+        text = run_cli(command, "--help", env={"COLUMNS": "200"}).stdout
+        assert "--format" in text and "--quiet" in text, command
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"input_ids": [0, 1, 2], "labels": [-100, 1, 2]}) + "\n")
+    gh = run_cli("remap-ids", data, tmp_path / "out.jsonl", "--map", fixed, "--format", "github")
+    assert gh.returncode == 0 and gh.stdout.startswith("::notice title=vocabfix remap-ids::"), gh.stderr
+    quiet = run_cli("remap-ids", data, tmp_path / "out2.jsonl", "--map", fixed, "-q")
+    assert quiet.returncode == 0 and quiet.stdout == "" and (tmp_path / "out2.jsonl").is_file()
+
+
+def test_the_old_token_option_failing_is_still_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("inspect", tmp_path / "missing", "--token", "<x>"), "not a folder")
