@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +55,7 @@ from .writer import (
     _make_stage,
     _write_all,
     _write_table,
+    move_into_place,
     remove_stale_stages,
 )
 
@@ -546,21 +546,5 @@ def _columns(src, remap: _Remap) -> bytes:
 
 
 def _publish(stage: Path, dst: Path, force: bool) -> None:
-    """The finished stage becomes OUT; with --force an old OUT is moved aside, and deleted once the new one is in
-    place (put back if that rename fails)."""
-    if not dst.exists():
-        os.rename(stage, dst)
-        return
-    if not force:
-        raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
-    check_replaceable(dst)
-    aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".vocabfix-old", dir=dst.parent))
-    old = aside / "replaced"
-    os.rename(dst, old)
-    try:
-        os.rename(stage, dst)
-    except BaseException:
-        os.rename(old, dst)
-        os.rmdir(aside)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    """The finished stage becomes OUT (writer.move_into_place, with this command's --force rule)."""
+    move_into_place(stage, dst, force, check_replaceable)

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from json.decoder import scanstring
@@ -893,19 +892,5 @@ def _publish(stage: Path, out: Path, *, single: bool, force: bool) -> None:
         os.replace(stage / out.name, out)
         os.rmdir(stage)
         return
-    if not out.exists():
-        os.rename(stage, out)
-        return
-    if not force:
-        raise OutputError(f"{out} already exists", hint="pass --force to replace it")
-    _check_replaceable_folder(out)  # again: files put into OUT while this run wrote are not deleted either
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".vocabfix-old", dir=out.parent))
-    old = aside / "replaced"
-    os.rename(out, old)
-    try:
-        os.rename(stage, out)
-    except BaseException:
-        os.rename(old, out)
-        os.rmdir(aside)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    from .writer import move_into_place
+    move_into_place(stage, out, force, _check_replaceable_folder)

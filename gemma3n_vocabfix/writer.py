@@ -207,14 +207,20 @@ def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:
 
 
 def _move_into_place(stage: Path, dst: Path, force: bool) -> None:
-    """Rename the finished stage to OUT. With --force an old OUT is moved aside first and deleted only once the new
-    one is in place; if that rename fails, the old OUT is put back before the error propagates."""
+    move_into_place(stage, dst, force, check_replaceable)
+
+
+def move_into_place(stage: Path, dst: Path, force: bool, replaceable: Callable[[Path], None]) -> None:
+    """Rename a finished stage folder to OUT (for every command that writes a folder). With --force an old OUT is
+    checked again by `replaceable` (files put into OUT while this run wrote are not deleted either), moved aside,
+    and deleted only once the new one is in place; if that rename fails, the old OUT is put back before the error
+    propagates. Raises OutputError for an existing OUT without `force`."""
     if not dst.exists():
         os.rename(stage, dst)
         return
     if not force:
         raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
-    check_replaceable(dst)  # again: files put into OUT while this run wrote are not deleted either
+    replaceable(dst)
     aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".vocabfix-old", dir=dst.parent))
     old = aside / "replaced"
     os.rename(dst, old)
