@@ -57,6 +57,7 @@ from .writer import (
     _write_table,
     move_into_place,
     remove_stale_stages,
+    writing_failed,
 )
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -403,10 +404,7 @@ def remap_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, id
         _fsync_path(dst.parent)
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
-        where = f" ({e.filename})" if e.filename else f" (writing {current})" if current else ""
-        kept = "; the existing OUT was left as it was" if dst.exists() else ""
-        raise OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written{kept}",
-                          hint="free space or fix the cause and run again") from None
+        raise writing_failed(dst, e, current) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -293,8 +293,7 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
     if fmt is OutputFormat.github:
         render_rewrite_github(report, sys.stdout)
         return
-    for stale in report.stale_removed:
-        stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.", soft_wrap=True)
+    _tell_stale(report.stale_removed)
     render_rewrite_text(report, stdout)
     if report.verified is not None:
         from .render import verify_summary
@@ -357,9 +356,7 @@ def remap_ids(
         if fmt is OutputFormat.github:
             sys.stdout.write(github_notice("vocabfix remap-ids", report.summary()))
             return
-        for stale in report.stale_removed:
-            stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.",
-                         soft_wrap=True)
+        _tell_stale(report.stale_removed)
         stdout.print(f"[green]{safe(report.summary())}[/]", soft_wrap=True)
         if report.copied:
             stdout.print(f"  copied unchanged: {safe(', '.join(report.copied))}", soft_wrap=True)
@@ -458,9 +455,7 @@ def remap_adapter(
         if fmt is OutputFormat.github:
             sys.stdout.write(github_notice("vocabfix remap-adapter", f"remapped {adapter} -> {dst}"))
             return
-        for stale in report.stale_removed:
-            stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.",
-                         soft_wrap=True)
+        _tell_stale(report.stale_removed)
         stdout.print(f"[green]Remapped[/] {safe(adapter)} -> {safe(dst)} with the id map of {safe(report.map_path)}"
                      f"{'' if report.changed else ' (no tensor or config entry holds a moved id: same content)'}.",
                      soft_wrap=True)
@@ -480,6 +475,13 @@ def remap_adapter(
             stdout.print(f"  [yellow]not copied[/]: {safe(f['file'])} ({safe(f['why'])})", soft_wrap=True)
         for note in report.notes:
             stdout.print(f"  [dim]{safe(note)}[/]", soft_wrap=True)
+
+
+def _tell_stale(paths: list[Path]) -> None:
+    """On stderr, each partial output of a killed run that a writing command removed before it wrote."""
+    from .render import safe
+    for stale in paths:
+        stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.", soft_wrap=True)
 
 
 class _progress:

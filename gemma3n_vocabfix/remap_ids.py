@@ -151,7 +151,7 @@ def remap_ids(data: str | os.PathLike, out: str | os.PathLike, id_map_source: st
         f.check(spec)
     report = RemapReport(data, out, kind, map_source, list(spec.names))
 
-    from .writer import _fsync_folders, _fsync_path, _make_stage, remove_stale_stages
+    from .writer import _fsync_folders, _fsync_path, _make_stage, remove_stale_stages, writing_failed
 
     report.stale_removed = remove_stale_stages(out)
     stage = _make_stage(out)
@@ -179,10 +179,7 @@ def remap_ids(data: str | os.PathLike, out: str | os.PathLike, id_map_source: st
         _fsync_path(out.parent)
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
-        where = f" ({e.filename})" if e.filename else f" (writing {current.relative_to(stage)})" if current else ""
-        kept = "; the existing OUT was left as it was" if out.exists() else ""
-        raise OutputError(f"{out}: writing failed: {e.strerror or e}{where}; nothing was written{kept}",
-                          hint="free space or fix the cause and run again") from None
+        raise writing_failed(out, e, current.relative_to(stage) if current else None) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -93,14 +93,21 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
         if link and e.errno == errno.EXDEV:
             raise OutputError(f"{dst}: --link needs OUT on the same file system as IN (hard links cannot cross file "
                               "systems); nothing was written", hint="drop --link, or put OUT beside IN") from None
-        where = f" ({e.filename})" if e.filename else f" (writing {current.relative_to(stage)})" if current else ""
-        kept = "; the existing OUT was left as it was" if dst.exists() else ""
-        raise OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written{kept}",
-                          hint="free space or fix the cause and run again") from None
+        raise writing_failed(dst, e, current.relative_to(stage) if current else None) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return stale
+
+
+def writing_failed(dst: Path, e: OSError, current: Path | str | None) -> OutputError:
+    """The one-line error of a write that failed (its stage already removed): the OS's reason, the file (the error's
+    own, else `current`, the one being written: ENOSPC and EIO from a write name none), and whether an existing OUT
+    was kept. For every command that writes through a stage."""
+    where = f" ({e.filename})" if e.filename else f" (writing {current})" if current else ""
+    kept = "; the existing OUT was left as it was" if dst.exists() else ""
+    return OutputError(f"{dst}: writing failed: {e.strerror or e}{where}; nothing was written{kept}",
+                       hint="free space or fix the cause and run again")
 
 
 def remove_stale_stages(dst: Path) -> list[Path]:
