@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -9,9 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 from . import __version__
 from .errors import (
@@ -35,10 +39,25 @@ app = typer.Typer(
          "a rewrite's output against its input.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # click's plain help, as huggingface_hub's `hf` has: typer's rich panels import rich.markdown and pygments,
+    # which doubled the time of `vocabfix --help`
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+
+
+@functools.cache
+def out() -> Console:
+    """The rich console on stdout, made on first use: `vocabfix --help` never imports rich."""
+    from rich.console import Console
+    return Console(highlight=False)
+
+
+@functools.cache
+def err() -> Console:
+    """The rich console on stderr, made on first use."""
+    from rich.console import Console
+    return Console(stderr=True, highlight=False)
 
 
 def _version(value: bool) -> None:
@@ -68,9 +87,9 @@ INSPECT_HELP = (
     "checkpoints, as a pre-commit hook passes them) are each checked once.\n\n"
     "Exit code: 0 no error-level finding (with --strict: no warning either; --select / --ignore choose the codes "
     "that count), 1 findings at that level, 2 a CKPT cannot be read.\n\n"
-    "Examples:  vocabfix inspect ./gemma3n-extended --lookup \"<new_tok>\" --lookup 262400\n"
-    "           vocabfix inspect google/gemma-3n-E4B-it --format github --strict\n"
-    "           vocabfix inspect ./ckpt --select VF001,VF004 --json"
+    "\b\nExamples:\n  vocabfix inspect ./gemma3n-extended --lookup \"<new_tok>\" --lookup 262400\n"
+    "  vocabfix inspect google/gemma-3n-E4B-it --format github --strict\n"
+    "  vocabfix inspect ./ckpt --select VF001,VF004 --json"
 )
 
 
@@ -108,7 +127,7 @@ def inspect(
         if not quiet:
             _print_inspect(reports, fmt, strict, verbose)
         if old_lookups:  # after the report, so that a failure above stays one line
-            stderr.print("[yellow]Note:[/] --token is now --lookup (--token is the Hub's name for an auth token).",
+            err().print("[yellow]Note:[/] --token is now --lookup (--token is the Hub's name for an auth token).",
                          soft_wrap=True)
     raise typer.Exit(code)
 
@@ -124,8 +143,8 @@ def _print_inspect(reports: list, fmt: OutputFormat, strict: bool, verbose: bool
             render_inspect_github(report, sys.stdout, strict)
         else:
             if n:
-                stdout.print()
-            render_inspect_text(report, stdout, strict, verbose)
+                out().print()
+            render_inspect_text(report, out(), strict, verbose)
     sys.stdout.flush()
 
 
@@ -182,9 +201,9 @@ REWRITE_HELP = (
     "rows). OUT/vocabfix.json records the id map and where each new row came from. A checkpoint with a problem "
     "the rewrite cannot fix is refused, naming the inspect finding. A Hub repo IN is downloaded through the Hub "
     "cache first.\n\n"
-    "Examples:  vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed\n"
-    "           vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed --init subtoken\n"
-    "           vocabfix rewrite me/gemma3n-extended ./fixed --push-to-hub me/gemma3n-fixed --private"
+    "\b\nExamples:\n  vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed\n"
+    "  vocabfix rewrite ./gemma3n-extended ./gemma3n-fixed --init subtoken\n"
+    "  vocabfix rewrite me/gemma3n-extended ./fixed --push-to-hub me/gemma3n-fixed --private"
 )
 
 
@@ -263,7 +282,7 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
     people = fmt is OutputFormat.text and not quiet
     label = src
     if source.is_hub:
-        folder = download_snapshot(source.repo_id, source.revision, progress=people and stderr.is_terminal)
+        folder = download_snapshot(source.repo_id, source.revision, progress=people and err().is_terminal)
         label = f"{source.repo_id}@{folder.name[:12]}"
     else:
         folder = source.path
@@ -294,16 +313,16 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         render_rewrite_github(report, sys.stdout)
         return
     _tell_stale(report.stale_removed)
-    render_rewrite_text(report, stdout)
+    render_rewrite_text(report, out())
     if report.verified is not None:
         from .render import verify_summary
-        stdout.print(f"[green]Verified[/] before it became OUT: {safe(verify_summary(report.verified))}.",
+        out().print(f"[green]Verified[/] before it became OUT: {safe(verify_summary(report.verified))}.",
                      soft_wrap=True)
     if push is not None and pushed_url is None:
-        stdout.print(f"[yellow]Dry run:[/] would push OUT to {safe(push.repo_id)}"
+        out().print(f"[yellow]Dry run:[/] would push OUT to {safe(push.repo_id)}"
                      f"{' (private)' if push.private else ''} with the commit message: {safe(push.commit_message)}")
     elif push is not None:
-        stdout.print(f"[green]Pushed[/] to {safe(push.repo_id)}: {safe(pushed_url)}")
+        out().print(f"[green]Pushed[/] to {safe(push.repo_id)}: {safe(pushed_url)}")
 
 
 REMAP_IDS_HELP = (
@@ -314,11 +333,11 @@ REMAP_IDS_HELP = (
     "time; ids below 0 (the -100 of ignored labels) and ids past the map stay as they are; the schema and every "
     "other column are kept. An id the map drops (an <unusedN> slot of --strategy unused) stops the run, naming its "
     "row and column. OUT is staged, flushed and renamed into place; DATA is never modified. Parquet and Arrow need "
-    "pyarrow (pip install 'gemma3n-vocabfix\\[data]').\n\n"
+    "pyarrow (pip install 'gemma3n-vocabfix[data]').\n\n"
     "Exit code: 0 written, 2 DATA, the map or OUT cannot be used (one line).\n\n"
-    "Examples:  vocabfix remap-ids ./tokenised ./tokenised-fixed --map ./gemma3n-fixed/vocabfix.json\n"
-    "           vocabfix remap-ids train.parquet train-fixed.parquet --map ./gemma3n-fixed --columns input_ids\n"
-    "           vocabfix remap-ids train.jsonl train-fixed.jsonl --map ./gemma3n-fixed --json"
+    "\b\nExamples:\n  vocabfix remap-ids ./tokenised ./tokenised-fixed --map ./gemma3n-fixed/vocabfix.json\n"
+    "  vocabfix remap-ids train.parquet train-fixed.parquet --map ./gemma3n-fixed --columns input_ids\n"
+    "  vocabfix remap-ids train.jsonl train-fixed.jsonl --map ./gemma3n-fixed --json"
 )
 
 
@@ -357,9 +376,9 @@ def remap_ids(
             sys.stdout.write(github_notice("vocabfix remap-ids", report.summary()))
             return
         _tell_stale(report.stale_removed)
-        stdout.print(f"[green]{safe(report.summary())}[/]", soft_wrap=True)
+        out().print(f"[green]{safe(report.summary())}[/]", soft_wrap=True)
         if report.copied:
-            stdout.print(f"  copied unchanged: {safe(', '.join(report.copied))}", soft_wrap=True)
+            out().print(f"  copied unchanged: {safe(', '.join(report.copied))}", soft_wrap=True)
 
 
 VERIFY_HELP = (
@@ -372,8 +391,8 @@ VERIFY_HELP = (
     "IN may be a Hub repo id (rows read by HTTP range requests).\n\n"
     "Exit code: 0 proven, 1 a difference (each named: file, tensor and row, or field), 2 IN, OUT or the record "
     "cannot be read.\n\n"
-    "Examples:  vocabfix verify ./gemma3n-extended ./gemma3n-fixed\n"
-    "           vocabfix verify me/gemma3n-extended ./gemma3n-fixed --load --json"
+    "\b\nExamples:\n  vocabfix verify ./gemma3n-extended ./gemma3n-fixed\n"
+    "  vocabfix verify me/gemma3n-extended ./gemma3n-fixed --load --json"
 )
 
 
@@ -404,7 +423,7 @@ def verify(
         elif fmt is OutputFormat.github:
             render_verify_github(report, sys.stdout)
         else:
-            render_verify_text(report, stdout)
+            render_verify_text(report, out())
         sys.stdout.flush()
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FINDINGS)
 
@@ -419,8 +438,8 @@ REMAP_ADAPTER_HELP = (
     "Every other tensor and config key is kept. Tokenizer files beside the adapter are replaced by the rewritten "
     "checkpoint's. Reads adapter_model.safetensors only (a pickled adapter_model.bin is refused). OUT is staged, "
     "flushed and renamed into place; ADAPTER is never modified; OUT/vocabfix-adapter.json records what changed.\n\n"
-    "Examples:  vocabfix remap-adapter ./lora-extended ./lora-fixed --map ./gemma3n-fixed/vocabfix.json\n"
-    "           vocabfix remap-adapter ./lora-extended ./lora-fixed --map ./gemma3n-fixed --json"
+    "\b\nExamples:\n  vocabfix remap-adapter ./lora-extended ./lora-fixed --map ./gemma3n-fixed/vocabfix.json\n"
+    "  vocabfix remap-adapter ./lora-extended ./lora-fixed --map ./gemma3n-fixed --json"
 )
 
 
@@ -456,32 +475,32 @@ def remap_adapter(
             sys.stdout.write(github_notice("vocabfix remap-adapter", f"remapped {adapter} -> {dst}"))
             return
         _tell_stale(report.stale_removed)
-        stdout.print(f"[green]Remapped[/] {safe(adapter)} -> {safe(dst)} with the id map of {safe(report.map_path)}"
+        out().print(f"[green]Remapped[/] {safe(adapter)} -> {safe(dst)} with the id map of {safe(report.map_path)}"
                      f"{'' if report.changed else ' (no tensor or config entry holds a moved id: same content)'}.",
                      soft_wrap=True)
         for t in report.tensors:
             axis = "columns" if t.kind == "columns" else "rows"
             counts = [(t.plan.rows_copied, "copied"), (t.plan.rows_from_row_0, "row 0"),
                       (t.plan.rows_initialised, "new"), (t.plan.rows_dropped, "dropped")]
-            stdout.print(f"  {safe(t.info.name)}: {axis} {t.plan.source.rows:,} -> {t.plan.rows_out:,} (moved with "
+            out().print(f"  {safe(t.info.name)}: {axis} {t.plan.source.rows:,} -> {t.plan.rows_out:,} (moved with "
                          f"the map: {', '.join(f'{n:,} {what}' for n, what in counts if n)})", soft_wrap=True)
         for c in report.config_changes:
-            stdout.print(f"  adapter_config.json {c['key']}: {safe(c['old'])} -> {safe(c['new'])}", soft_wrap=True)
-        stdout.print(f"  {report.tensors_unchanged} other tensors: same bytes", soft_wrap=True)
+            out().print(f"  adapter_config.json {c['key']}: {safe(c['old'])} -> {safe(c['new'])}", soft_wrap=True)
+        out().print(f"  {report.tensors_unchanged} other tensors: same bytes", soft_wrap=True)
         if report.files_from_checkpoint:
-            stdout.print(f"  from the rewritten checkpoint: {safe(', '.join(report.files_from_checkpoint))}",
+            out().print(f"  from the rewritten checkpoint: {safe(', '.join(report.files_from_checkpoint))}",
                          soft_wrap=True)
         for f in report.files_not_copied:
-            stdout.print(f"  [yellow]not copied[/]: {safe(f['file'])} ({safe(f['why'])})", soft_wrap=True)
+            out().print(f"  [yellow]not copied[/]: {safe(f['file'])} ({safe(f['why'])})", soft_wrap=True)
         for note in report.notes:
-            stdout.print(f"  [dim]{safe(note)}[/]", soft_wrap=True)
+            out().print(f"  [dim]{safe(note)}[/]", soft_wrap=True)
 
 
 def _tell_stale(paths: list[Path]) -> None:
     """On stderr, each partial output of a killed run that a writing command removed before it wrote."""
     from .render import safe
     for stale in paths:
-        stderr.print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.", soft_wrap=True)
+        err().print(f"Removed {safe(stale)}, the partial output of an earlier run that was killed.", soft_wrap=True)
 
 
 class _progress:
@@ -489,7 +508,7 @@ class _progress:
     calls `start(total)`), percentage, bytes, rate and time left; then one summary line (bytes, time, rate)."""
 
     def __init__(self, enabled: bool, verb: str = "Wrote"):
-        self.enabled = enabled and stderr.is_terminal
+        self.enabled = enabled and err().is_terminal
         self.verb, self.bar, self.task, self.done, self.started = verb, None, None, 0, 0.0
 
     def __enter__(self):
@@ -506,7 +525,7 @@ class _progress:
             TransferSpeedColumn,
         )
         self.bar = Progress(BarColumn(), TaskProgressColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeRemainingColumn(), console=stderr, transient=True)
+                            TimeRemainingColumn(), console=err(), transient=True)
         self.bar.start()
         self.task = self.bar.add_task("writing", total=None)
         self.started = time.monotonic()
@@ -528,7 +547,7 @@ class _progress:
             from .render import human_bytes
             seconds = max(time.monotonic() - self.started, 1e-9)
             rate = self.done / seconds / 1e6
-            stderr.print(f"{self.verb} {human_bytes(self.done)} in {seconds:.1f} s ({rate:,.0f} MB/s).")
+            err().print(f"{self.verb} {human_bytes(self.done)} in {seconds:.1f} s ({rate:,.0f} MB/s).")
         return False
 
 
@@ -550,12 +569,12 @@ def handled_errors(interrupted: Callable[[], str] = lambda: "Interrupted.", *, c
         _fail(e.message, e.hint, e.exit_code, type(e).__name__)
     except KeyboardInterrupt:
         _tell_machines(interrupted(), None, EXIT_INTERRUPTED, "Interrupted")
-        stderr.print(interrupted(), soft_wrap=True)
+        err().print(interrupted(), soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Terminated:
         text = interrupted().replace("Interrupted", "Terminated", 1)
         _tell_machines(text, None, EXIT_TERMINATED, "Terminated")
-        stderr.print(text, soft_wrap=True)
+        err().print(text, soft_wrap=True)
         raise typer.Exit(EXIT_TERMINATED) from None
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
@@ -594,7 +613,7 @@ def _tell_machines(message: str, hint: str | None, code: int, kind: str) -> None
 def _print_error(message: str, hint: str | None) -> None:
     from rich.markup import escape
     one_line = " ".join(message.split())
-    stderr.print(f"[red]Error:[/] {escape(one_line)}" + (f" [dim]({escape(hint)})[/]" if hint else ""),
+    err().print(f"[red]Error:[/] {escape(one_line)}" + (f" [dim]({escape(hint)})[/]" if hint else ""),
                  soft_wrap=True)
 
 
@@ -612,13 +631,13 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except Terminated:
-        stderr.print("Terminated.")
+        err().print("Terminated.")
         code = EXIT_TERMINATED
     except typer.Abort:
-        stderr.print("Interrupted.")
+        err().print("Interrupted.")
         code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        stderr.print("Interrupted.")
+        err().print("Interrupted.")
         code = EXIT_INTERRUPTED
     except Exception as e:
         if not _is_usage_error(e):

@@ -242,10 +242,11 @@ def resolve_init(init: str | Init, layout: Layout, tokenizer_json: Path | None, 
 def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
     """New contents of the JSON and tokenizer files; None for a file whose content does not change."""
     config, changes = rewrite_config(ckpt.config, layout)
-    out: dict[str, bytes | None] = {"config.json": _json_if_changed(ckpt.config, config)}
+    out: dict[str, bytes | None] = {"config.json": _json_file_if_changed(ckpt, "config.json", ckpt.config, config)}
     if ckpt.generation_config is not None:
         gen, gen_changes = rewrite_generation_config(ckpt.generation_config, layout.id_map)
-        out["generation_config.json"] = _json_if_changed(ckpt.generation_config, gen)
+        out["generation_config.json"] = _json_file_if_changed(ckpt, "generation_config.json",
+                                                              ckpt.generation_config, gen)
         changes += gen_changes
     tokenizer = renumber_tokenizer_files(ckpt, layout.id_map, layout.tokenizer.added, layout.new_text_size)
     for name, after in tokenizer.items():
@@ -254,7 +255,7 @@ def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, byt
         elif name == SENTENCEPIECE_FILE:
             out[name] = after if after != ckpt.sentencepiece else None
         else:
-            out[name] = _json_if_changed(_TOKENIZER_JSON_FILES[name](ckpt), after)
+            out[name] = _json_file_if_changed(ckpt, name, _TOKENIZER_JSON_FILES[name](ckpt), after)
     return out, changes
 
 
@@ -345,9 +346,29 @@ def _spliced_parts(path: Path, doc: bytes, merges: tuple[int, int] | None, piece
     return out
 
 
-def _json_if_changed(before: dict, after: dict) -> bytes | None:
+def _json_file_if_changed(ckpt: Checkpoint, name: str, before: dict, after: dict) -> bytes | None:
+    """The new content of the JSON file `name` (parsed as `before`, renumbered to `after`), None when unchanged:
+    spliced into the input's bytes, so that its formatting is kept and a large file (tokenizer_config.json's
+    6.7k added tokens) is not re-serialised; written whole (dump_json) when the file no longer parses to
+    `before` or the splice cannot be proved."""
+    if _same_json(before, after):
+        return None
+    try:
+        doc = (ckpt.root / name).read_bytes()
+        if json.loads(doc) == before:
+            return b"".join(doc[p[0]:p[1]] if isinstance(p, tuple) else p for p in splice(doc, before, after))
+    except (OSError, ValueError, RecursionError, Unprovable):  # ValueError: JSON or UTF-8 that does not decode
+        pass
+    return dump_json(after)
+
+
+def _same_json(before: dict, after: dict) -> bool:
     # Dict equality ignores key order, so a renumbering that moves nothing keeps the file byte for byte.
-    return None if before == after and list(before) == list(after) else dump_json(after)
+    return before == after and list(before) == list(after)
+
+
+def _json_if_changed(before: dict, after: dict) -> bytes | None:
+    return None if _same_json(before, after) else dump_json(after)
 
 
 def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:

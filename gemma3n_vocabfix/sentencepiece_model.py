@@ -70,22 +70,25 @@ def _records(buf: bytes):
         yield field, wire, payload_start, pos, start, pos
 
 
+def _short_pieces(buf: bytes, pos: int, found: list[int]) -> int:
+    """Append the starts of the back-to-back piece records from `pos` on whose length fits one byte (tag 0x0A =
+    field 1, wire type 2: nearly every piece) to `found`; return where that run stops. The loop is this module's
+    hot path (262k pieces), so it checks nothing else: a record that runs past the end shows as a position past
+    len(buf)."""
+    append = found.append
+    try:
+        while buf[pos] == 0x0A and (length := buf[pos + 1]) < 0x80:
+            append(pos)
+            pos += 2 + length
+    except IndexError:  # at or past the end
+        pass
+    return pos
+
+
 def count_pieces(buf: bytes) -> int:
-    """The number of pieces. Same answer as counting _records, about 4x faster on a 262k-piece model."""
-    count = pos = 0
-    size, view = len(buf), memoryview(buf)
-    while pos < size:
-        # Fast path: a piece record with a one-byte length (tag 0x0A = field 1, wire type 2), the usual case.
-        if buf[pos] == 0x0A and pos + 1 < size and buf[pos + 1] < 0x80:
-            pos += 2 + buf[pos + 1]
-            if pos > size:
-                raise CheckpointError("tokenizer.model: truncated protobuf record")
-            count += 1
-            continue
-        field, wire, _, end, _, _ = next(_records(view[pos:]))
-        count += field == PIECES_FIELD and wire == 2
-        pos += end
-    return count
+    """The number of pieces: the records of ModelProto's field 1."""
+    starts, _, _ = _piece_spans(buf, required=False)
+    return len(starts)
 
 
 def piece_strings(buf: bytes) -> list[str]:
@@ -118,14 +121,17 @@ def _piece_spans(buf: bytes, required: bool = True) -> tuple[array, array, list[
     for a model without pieces, when `required`."""
     starts, ends, rest = array("Q"), array("Q"), []
     pos, size, view = 0, len(buf), memoryview(buf)
+    run: list[int] = []
     while pos < size:
-        if buf[pos] == 0x0A and pos + 1 < size and buf[pos + 1] < 0x80:  # a piece with a one-byte length
-            end = pos + 2 + buf[pos + 1]
-            if end > size:
+        run.clear()
+        stop = _short_pieces(buf, pos, run)
+        if run:
+            if stop > size:
                 raise CheckpointError("tokenizer.model: truncated protobuf record")
-            starts.append(pos)
-            ends.append(end)
-            pos = end
+            starts.extend(run)
+            ends.extend(run[1:])
+            ends.append(stop)
+            pos = stop
             continue
         field, wire, _, end, _, _ = next(_records(view[pos:]))
         if field == PIECES_FIELD and wire == 2:

@@ -97,7 +97,7 @@ def offline_cache(tmp_path: Path, monkeypatch) -> Path:
     cache.mkdir()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(cli.stdout, "width", 200)
+    monkeypatch.setattr(cli.out(), "width", 200)
     return cache
 
 
