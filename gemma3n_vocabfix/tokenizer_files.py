@@ -63,12 +63,10 @@ class TokenizerIds:
     def first_unnamed_id(self) -> int | None:
         """The smallest id below `size` that no file names a token (tokenizer.model names its piece count)."""
         first = self.file_sizes.get("tokenizer.model", 0)
-        named = sorted(i for i in {*self.vocab, *self.added} if i >= first)
-        for expected, token_id in enumerate(named, start=first):
-            if token_id != expected:
-                return expected
-        stop = first + len(named)
-        return stop if stop < self.size else None
+        named = set(self.vocab).union(self.added)
+        # one of any len(named) + 1 ids is unnamed, so the search stops there (size may be huge: a broken file)
+        unnamed = set(range(first, min(self.size, first + len(named) + 1))).difference(named)
+        return min(unnamed, default=None)
 
     def id_of(self, token: str) -> int | None:
         """The id of a token string: an added token, else in tokenizer.json's vocabulary, else a tokenizer.model
@@ -204,11 +202,12 @@ def _renumber_model(model: dict, new_id: IdFn, added: dict[int, str]) -> dict:
     if isinstance(vocab, dict):
         ids = vocab.values()
         mapped = new_id.many(ids) if isinstance(new_id, IdMap) else [new_id(int(i)) for i in ids]
-        moved = {tok: i for tok, i in zip(vocab, mapped, strict=True) if i is not None}
+        pairs = zip(vocab, mapped, strict=True)
+        moved = dict(pairs) if None not in mapped else {tok: i for tok, i in pairs if i is not None}
         taken = set(moved.values())
         # tokenizers gives an added token missing from the vocabulary the next free id past the vocabulary,
         # so a vocabulary with a hole would push the token that belongs there elsewhere: fill every hole.
-        for hole in (i for i in range(max(taken, default=-1) + 1) if i not in taken):
+        for hole in sorted(set(range(max(taken, default=-1) + 1)).difference(taken)):
             token = _filler(added, hole)
             if token in moved:
                 raise CheckpointError(f"tokenizer.json: token {token!r} at id {hole} is also in the vocabulary "

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,26 +63,28 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     stale = remove_stale_stages(dst)
     stage = _make_stage(dst)
     current = None  # the file being written: named when the error does not name one (ENOSPC, EIO from a write)
+    flusher = FlushBehind()
     try:
         src = plan.checkpoint.root
         for f in plan.files:
             target = current = stage / f.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if f.parts is None:
-                _copy_file(src / f.name, target)
+                _copy_file(src / f.name, target, flush=flusher.flush)
             else:
-                _write_parts(f.parts, target)
+                _write_parts(f.parts, target, flusher.flush)
         for shard in plan.shards:
             target = current = stage / shard.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if shard.changed:
-                _write_shard(shard, target, progress)
+                _write_shard(shard, target, progress, flusher.flush)
             elif link:
                 _link_file(shard.source.path, target)
                 progress(shard.source.file_size)
             else:
-                _copy_file(shard.source.path, target, progress)
+                _copy_file(shard.source.path, target, progress, flusher.flush)
         current = None
+        flusher.wait()
         if check is not None:
             check(stage)
         (stage / STAGE_MARKER).unlink()
@@ -89,15 +92,61 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
         _move_into_place(stage, dst, force)
         _fsync_path(dst.parent)
     except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
+        current = flusher.failed or current
+        flusher.close()
         shutil.rmtree(stage, ignore_errors=True)
         if link and e.errno == errno.EXDEV:
             raise OutputError(f"{dst}: --link needs OUT on the same file system as IN (hard links cannot cross file "
                               "systems); nothing was written", hint="drop --link, or put OUT beside IN") from None
         raise writing_failed(dst, e, current.relative_to(stage) if current else None) from None
     except BaseException:
+        flusher.close()
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return stale
+
+
+class FlushBehind:
+    """Flush (fsync) each written file on a background thread while the next one is written, so the disk writes one
+    file's data while the kernel copies the next (as `cp` followed by `sync` would, but per file).
+
+    `flush(file)` queues a flush of an open file (a duplicate descriptor is kept, so the caller may close its own);
+    `wait()` returns once every queued file is on disk and raises the first OSError, with `failed` set to the file
+    it came from (the kernel names none: ENOSPC or EIO reported at fsync); `close()` waits without raising."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocabfix-fsync")
+        self._queued: list[tuple[Path, Future]] = []
+        self.failed: Path | None = None
+
+    def flush(self, file: BinaryIO) -> None:
+        fd = os.dup(file.fileno())
+        self._queued.append((Path(file.name), self._pool.submit(_fsync_and_close, fd)))
+
+    def wait(self) -> None:
+        try:
+            for path, done in self._queued:
+                try:
+                    done.result()
+                except OSError:
+                    self.failed = path
+                    raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(file: BinaryIO) -> None:
+    os.fsync(file.fileno())
 
 
 def writing_failed(dst: Path, e: OSError, current: Path | str | None) -> OutputError:
@@ -156,16 +205,18 @@ def _make_stage(dst: Path) -> Path:
     return stage
 
 
-def _copy_file(src: Path, target: Path, progress: ProgressFn = lambda n: None) -> None:
-    """A copy of `src`, flushed: cloned (shared extents, no bytes moved) where the file system can, else copied
-    by the kernel (copy_file_range) in chunks, `progress` told after each."""
+def _copy_file(src: Path, target: Path, progress: ProgressFn = lambda n: None,
+               flush: Callable[[BinaryIO], None] = _fsync_file) -> None:
+    """A copy of `src`, flushed (by `flush`: fsync now, or FlushBehind.flush): cloned (shared extents, no bytes
+    moved) where the file system can, else copied by the kernel (copy_file_range) in chunks, `progress` told after
+    each."""
     with open(src, "rb") as inp, open(target, "wb", buffering=0) as out:
         size = os.fstat(inp.fileno()).st_size
         if _clone(inp, out):
             progress(size)
         else:
             _copy_range(inp, out, 0, size, progress)
-        os.fsync(out.fileno())
+        flush(out)
 
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -202,7 +253,7 @@ def _fsync_folders(root: Path) -> None:
         _fsync_path(Path(folder))
 
 
-def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:
+def _write_parts(parts: list[bytes | SourceBytes], target: Path, flush: Callable[[BinaryIO], None]) -> None:
     with open(target, "wb", buffering=0) as out:
         for part in parts:
             if isinstance(part, SourceBytes):
@@ -210,7 +261,7 @@ def _write_parts(parts: list[bytes | SourceBytes], target: Path) -> None:
                     _copy_range(src, out, part.start, part.stop - part.start, lambda n: None)
             else:
                 _write_all(out, part)
-        os.fsync(out.fileno())
+        flush(out)
 
 
 def _move_into_place(stage: Path, dst: Path, force: bool) -> None:
@@ -296,7 +347,7 @@ def _entries(folder: Path | str) -> list[os.DirEntry]:
         return sorted(it, key=lambda e: e.name)
 
 
-def _write_shard(shard: ShardPlan, target: Path, progress: ProgressFn) -> None:
+def _write_shard(shard: ShardPlan, target: Path, progress: ProgressFn, flush: Callable[[BinaryIO], None]) -> None:
     with open(shard.source.path, "rb") as src, open(target, "wb", buffering=0) as out:
         _write_all(out, encode_header(shard.out_tensors(), shard.metadata))
         for tensor in shard.source.tensors:
@@ -305,7 +356,7 @@ def _write_shard(shard: ShardPlan, target: Path, progress: ProgressFn) -> None:
                 _copy_range(src, out, tensor.start, tensor.nbytes, progress)
             else:
                 _write_table(src, out, table, progress)
-        os.fsync(out.fileno())
+        flush(out)
 
 
 def _write_table(src: BinaryIO, out: BinaryIO, table: TablePlan, progress: ProgressFn) -> None:

@@ -286,8 +286,8 @@ def test_rewrite_verify_publishes_nothing_when_the_stage_differs(extended: Path,
 
     real_copy = writer._copy_file
 
-    def damaging_copy(src, target):
-        real_copy(src, target)
+    def damaging_copy(src, target, *args, **kwargs):
+        real_copy(src, target, *args, **kwargs)
         if Path(target).name == "README.md":
             with open(target, "ab") as f:
                 f.write(b"!")
