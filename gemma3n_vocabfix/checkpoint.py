@@ -168,9 +168,10 @@ def merges_span(raw: bytes) -> tuple[int, int] | None:
     before the final `}}`, and no object key (a `"` then `:` that does not open an array element) occurs in
     between. Anything else returns None and the caller parses the whole file.
     """
-    key = None
-    for key in _MERGES_KEY.finditer(raw):  # noqa: B007 - the last match is the one wanted
-        pass
+    key, at = None, len(raw)
+    while key is None and at > 0:  # the last match: tried at each "merges" from the end (rfind is C speed)
+        at = raw.rfind(b'"merges"', 0, at)
+        key = _MERGES_KEY.match(raw, at) if at >= 0 else None
     tail = _FILE_TAIL.search(raw, max(0, len(raw) - 64))
     if key is None or tail is None or key.end() > tail.start() or not _no_key_between(raw, key.end(), tail.start()):
         return None
