@@ -452,6 +452,7 @@ def render(res: dict) -> str:
         f"| **E4B shape, fixed costs** ({tok}) | | | | |",
         row("`python -c pass` (the interpreter's start)", "python_startup"),
         row("`python -c 'import gemma3n_vocabfix.cli'` (the imports' floor)", "import_cli"),
+        row("Python's `json.loads` of the whole tokenizer.json, nothing else (the parsing floor)", "json_parse"),
         row("`vocabfix --help`", "help"),
         row("`vocabfix inspect`", "inspect_e4b"),
         row("`vocabfix rewrite --dry-run`", "rewrite_e4b_dry_run")]
@@ -554,6 +555,13 @@ def render(res: dict) -> str:
     return "\n".join(lines)
 
 
+# A reference for inspect and the rewrite's fixed cost: tokenizer.json read by Python's json, whole (vocabfix
+# leaves the 26 MB of merges out, so its own parse is shorter than this)
+PARSE_TOKENIZER_JSON = """
+import json, sys
+raw = open(sys.argv[1], "rb").read()
+json.loads(raw)
+"""
 CP_SYNC = 'cp -r "$1" "$2" && sync "$2"/* "$2"'  # coreutils sync with file arguments: fsync of those files only
 CP_FILES = 'out=$1; shift; mkdir "$out" && cp "$@" "$out"/'
 CP_FILES_SYNC = CP_FILES + ' && sync "$out"/* "$out"'
@@ -713,6 +721,8 @@ def main() -> None:
                              ("rewrite_e4b_dry_run", [vocabfix, "rewrite", "--dry-run", str(e4b), str(root / "unused")],
                               (0,)),
                              ("python_startup", [sys.executable, "-c", "pass"], (0,)),
+                             ("json_parse", [sys.executable, "-c", PARSE_TOKENIZER_JSON, str(e4b / "tokenizer.json")],
+                              (0,)),
                              ("import_cli", [sys.executable, "-c", "import gemma3n_vocabfix.cli"], (0,))):
             store(results, key, measure(args.repeat, cmd, ok))
         results["profile_inspect_e4b"] = profile(vocabfix, ["inspect", str(e4b)], root / "inspect.prof")
