@@ -93,7 +93,7 @@ INSPECT_HELP = (
 )
 
 
-@app.command(help=INSPECT_HELP)
+@app.command(help=INSPECT_HELP, short_help="Check whether stock transformers can run a checkpoint.")
 def inspect(
     ckpts: list[str] = typer.Argument(..., metavar="CKPT...", help="Checkpoint folders, Hub repo ids (org/name), or "
                                                                   "files inside checkpoints."),
@@ -207,7 +207,7 @@ REWRITE_HELP = (
 )
 
 
-@app.command(help=REWRITE_HELP)
+@app.command(help=REWRITE_HELP, short_help="Write a copy of a checkpoint that stock transformers can run.")
 def rewrite(
     src: str = typer.Argument(..., metavar="IN",
                               help="Checkpoint folder, or Hub repo id (org/name), to read (never modified)."),
@@ -341,7 +341,7 @@ REMAP_IDS_HELP = (
 )
 
 
-@app.command("remap-ids", help=REMAP_IDS_HELP)
+@app.command("remap-ids", help=REMAP_IDS_HELP, short_help="Renumber a tokenised dataset by a rewrite's id map.")
 def remap_ids(
     data: Path = typer.Argument(..., metavar="DATA", help="Parquet, Arrow (datasets) or JSON lines data; never "
                                                           "modified."),
@@ -396,7 +396,7 @@ VERIFY_HELP = (
 )
 
 
-@app.command(help=VERIFY_HELP)
+@app.command(help=VERIFY_HELP, short_help="Prove a rewrite's output is its input re-laid-out.")
 def verify(
     src: str = typer.Argument(..., metavar="IN", help="The checkpoint folder, or Hub repo id, that was rewritten."),
     dst: Path = typer.Argument(..., metavar="OUT", help="The folder 'vocabfix rewrite' wrote."),
@@ -443,7 +443,8 @@ REMAP_ADAPTER_HELP = (
 )
 
 
-@app.command("remap-adapter", help=REMAP_ADAPTER_HELP)
+@app.command("remap-adapter", help=REMAP_ADAPTER_HELP,
+             short_help="Renumber a PEFT adapter by a rewrite's id map.")
 def remap_adapter(
     adapter: Path = typer.Argument(..., metavar="ADAPTER", help="The adapter folder (adapter_config.json, "
                                                                 "adapter_model.safetensors); never modified."),
