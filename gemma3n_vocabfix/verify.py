@@ -11,14 +11,16 @@ Each check compares OUT with what the record says IN becomes; none reads the pla
   IN's row for old id map^-1(r), unless the record lists r among the table's `new_rows`: then it is IN's row 0, or
   the recorded init recomputed from IN (init_rows.RowMaker, the arithmetic the rewrite uses, fed with the source
   rows verify looks up from the recorded token strings).
-Bytes are compared in chunks of at most CHUNK_BYTES (memory stays flat). IN may be a Hub repo: its small files come
-through the Hub cache, everything else by HTTP range requests.
+Bytes are compared in chunks of at most CHUNK_BYTES (memory stays flat); the tokenizer checks build their 262k-entry
+tables one pass at a time and free each once compared (_Checks._check_tokenizer). IN may be a Hub repo: its small
+files come through the Hub cache, everything else by HTTP range requests.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import marshal
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +41,7 @@ CHUNK_BYTES = 16 * 1024 * 1024
 STAGE_MARKER = ".vocabfix-stage"  # writer.STAGE_MARKER: `rewrite --verify` checks the stage before the rename
 IGNORED = (RECORD_NAME, STAGE_MARKER)
 MAX_DIFFERENCES = 50
+JSON_SLICE = 4096  # values per json.dumps when parsed JSON documents are compared (_same_values)
 
 
 @dataclass(frozen=True)
@@ -212,12 +215,12 @@ def _first_difference(a: bytes, b: bytes) -> int:
 
 
 def _compare_ranges(rin: _Bytes, name_in: str, start_in: int, rout: _Bytes, name_out: str, start_out: int,
-                    length: int) -> int | None:
-    """Compare `length` bytes of two files chunk by chunk: None when equal, else the offset of the first
+                    length: int, chunk: int = CHUNK_BYTES) -> int | None:
+    """Compare `length` bytes of two files `chunk` bytes at a time: None when equal, else the offset of the first
     difference from the start of the range."""
     done = 0
     while done < length:
-        n = min(CHUNK_BYTES, length - done)
+        n = min(chunk, length - done)
         a = rin.read(name_in, start_in + done, start_in + done + n)
         b = rout.read(name_out, start_out + done, start_out + done + n)
         if a != b:
@@ -372,52 +375,86 @@ class _Checks:
             self.after = replace(self.after, tokenizer_json=read_json(self.after.root / "tokenizer.json"))
             return
         (a, b), (c, d) = spans
+        # small chunks: both parsed tokenizer files are in memory now, and tokenizer.json is local (for a Hub IN too)
         at = None if b - a != d - c else _compare_ranges(self.rin, "tokenizer.json", a, self.rout, "tokenizer.json",
-                                                         c, b - a)
+                                                         c, b - a, chunk=CHUNK_BYTES // 16)
         if b - a != d - c or at is not None:
             self.report.add("tokenizer.json", "model.merges", "differ from IN's (the rewrite copies them)")
 
     def _check_tokenizer(self) -> None:
-        from .plan import renumber_tokenizer_files
+        """OUT's tokenizer files against IN's renumbered, then token by token. Memory: each 262k-entry table (a
+        renumbered vocabulary, an id -> token map, a piece list) is freed once compared, and OUT's parsed files as
+        soon as the last table built from them is."""
         self._check_merges()
-        rec, before, after = self.record, self.before, self.after
-        in_ids = _tokenizer_ids(before)
+        # only IN's added tokens go into the renumbering: its vocabulary map is built again for the token check
+        if not self._check_renumbered(_tokenizer_ids(self.before).added):
+            return
+        out_ids = _tokenizer_ids(self.after)
+        # OUT is verify_checkpoint's own read, for these checks alone: out_ids holds all they still need of it
+        self.after.tokenizer_json = self.after.tokenizer_config = self.after.added_tokens = None
+        self._check_token_ids(_tokenizer_ids(self.before), out_ids)
+        del out_ids
+        if self.before.sentencepiece is not None and self.after.sentencepiece is not None:
+            self._same_tokens(SENTENCEPIECE_FILE, piece_strings(self.before.sentencepiece),
+                              piece_strings(self.after.sentencepiece))
+
+    def _check_renumbered(self, added: dict[int, str]) -> bool:
+        """Each tokenizer file of OUT equal to IN's renumbered by the recorded map; False when IN cannot be."""
         try:
-            expected = renumber_tokenizer_files(before, rec.id_map, in_ids.added, rec.after.text[1])
+            expected = self._renumbered_in(added)
         except CheckpointError as e:
             self.report.add("tokenizer files", "", f"IN cannot be renumbered by the recorded id map: {e.message}")
-            return
+            return False
+        after = self.after
         actual = {"tokenizer.json": after.tokenizer_json, "tokenizer_config.json": after.tokenizer_config,
                   "added_tokens.json": after.added_tokens, SENTENCEPIECE_FILE: after.sentencepiece}
-        for name, want in expected.items():
-            if actual[name] is None:
-                continue  # reported as missing by the file check
-            if isinstance(want, bytes):
-                self.report.files += 1
-                if want != actual[name]:
-                    self.report.add(name, f"byte {_first_difference(want, actual[name])}",
-                                    "differs from IN's pieces renumbered by the recorded id map")
-            else:
-                self._check_json(name, want, actual[name], "IN's renumbered by the recorded id map")
-        self._check_token_ids(in_ids, _tokenizer_ids(after))
+        for name in list(expected):
+            self._check_renumbered_file(name, expected.pop(name), actual[name])  # freed once compared
+        return True
+
+    def _renumbered_in(self, added: dict[int, str]) -> dict[str, dict | bytes]:
+        """IN's tokenizer files renumbered by the recorded map (plan.renumber_tokenizer_files). Meanwhile OUT's parsed
+        tokenizer.json waits as marshal bytes (an eighth of its size; marshal gives back the same types and values):
+        the renumbering's transient 262k-entry tables would otherwise come on top of both checkpoints' vocabularies,
+        the peak of verify's memory."""
+        from .plan import renumber_tokenizer_files
+        parked = marshal.dumps(self.after.tokenizer_json)  # OUT is verify_checkpoint's own read: no one else holds it
+        self.after.tokenizer_json = None
+        try:
+            return renumber_tokenizer_files(self.before, self.record.id_map, added, self.record.after.text[1])
+        finally:
+            self.after.tokenizer_json = marshal.loads(parked)
+
+    def _check_renumbered_file(self, name: str, want: dict | bytes, actual: dict | bytes | None) -> None:
+        if actual is None:
+            return  # reported as missing by the file check
+        if isinstance(want, bytes):
+            self.report.files += 1
+            if want != actual:
+                self.report.add(name, f"byte {_first_difference(want, actual)}",
+                                "differs from IN's pieces renumbered by the recorded id map")
+        else:
+            self._check_json(name, want, actual, "IN's renumbered by the recorded id map")
 
     def _check_token_ids(self, before: TokenizerIds, after: TokenizerIds) -> None:
-        """Every token string of IN at id map(old) in OUT, file by file kind: added tokens, the tokenizer.json
-        vocabulary, the tokenizer.model pieces."""
+        """Every token string of IN at id map(old) in OUT, file by file kind: added tokens and the tokenizer.json
+        vocabulary here, the tokenizer.model pieces in _check_tokenizer (once these tables are freed)."""
+        self._same_tokens("added tokens", before.added, after.added)
+        self._same_tokens("tokenizer.json vocab", before.vocab, after.vocab)
+
+    def _same_tokens(self, what: str, old_names: dict[int, str] | list[str],
+                     new_names: dict[int, str] | list[str]) -> None:
+        """Report the first token of `old_names` that `new_names` does not name at its new id (both by id: a dict,
+        or a list whose positions are the ids)."""
+        if not new_names and old_names:
+            return  # the file is missing from OUT: reported by the file check
         new_id = self.record.id_map
-        pairs = [("added tokens", before.added, after.added), ("tokenizer.json vocab", before.vocab, after.vocab)]
-        if before.sentencepiece is not None and after.sentencepiece is not None:
-            pairs.append((SENTENCEPIECE_FILE, dict(enumerate(piece_strings(before.sentencepiece))),
-                          dict(enumerate(piece_strings(after.sentencepiece)))))
-        for what, old_names, new_names in pairs:
-            if not new_names and old_names:
-                continue  # the file is missing from OUT: reported by the file check
-            for old, token in old_names.items():
-                new = new_id(old)
-                if new is not None and new_names.get(new) != token:
-                    self.report.add(what, f"token {token!r}", f"id {old} in IN, so id {new} in OUT, where OUT has "
-                                    f"{new_names.get(new)!r}")
-                    break
+        for old, token in old_names.items() if isinstance(old_names, dict) else enumerate(old_names):
+            new = new_id(old)
+            if new is not None and _token_at(new_names, new) != token:
+                self.report.add(what, f"token {token!r}", f"id {old} in IN, so id {new} in OUT, where OUT has "
+                                f"{_token_at(new_names, new)!r}")
+                return
 
     def _check_index(self) -> None:
         index_in = self.before.weights.index
@@ -491,6 +528,12 @@ def _columns(t: TensorInfo) -> int:
     return n
 
 
+def _token_at(names: dict[int, str] | list[str], token_id: int) -> str | None:
+    if isinstance(names, dict):
+        return names.get(token_id)
+    return names[token_id] if token_id < len(names) else None
+
+
 def _tokenizer_ids(ckpt: Checkpoint) -> TokenizerIds:
     return read_tokenizer_ids(ckpt.tokenizer_json, ckpt.tokenizer_config, ckpt.added_tokens, ckpt.sentencepiece)
 
@@ -498,7 +541,7 @@ def _tokenizer_ids(ckpt: Checkpoint) -> TokenizerIds:
 def _json_difference(a: object, b: object, path: str = "") -> tuple[str, str] | None:
     """(dotted path, what differs) of the first difference between two parsed JSON documents; None when equal.
     Key order is not compared; 1, 1.0 and true are different values."""
-    if not path and _canonical(a) == _canonical(b):  # the usual case at C speed; the walk only names a difference
+    if not path and _same_json(a, b):  # the usual case at C speed; the walk only names a difference
         return None
     if isinstance(a, dict) and isinstance(b, dict):
         for key in a:
@@ -519,6 +562,30 @@ def _json_difference(a: object, b: object, path: str = "") -> tuple[str, str] | 
     if type(a) is not type(b) or a != b:
         return path, f"{_short(b)}, expected {_short(a)}"
     return None
+
+
+def _same_json(a: object, b: object) -> bool:
+    """_canonical(a) == _canonical(b) without writing out a whole document (the text of a 262k-entry vocabulary
+    and json.dumps's sorted copy of it run to tens of MB): dicts member by member, lists in slices."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and _same_values(list(a.values()), [b[k] for k in a])
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and _same_values(a, b)
+    return _canonical(a) == _canonical(b)
+
+
+def _same_values(a: list, b: list) -> bool:
+    """_same_json of each pair, JSON_SLICE pairs at a time: a slice holding a dict pair by pair (one dict can be
+    the whole vocabulary), any other slice as one text."""
+    for at in range(0, len(a), JSON_SLICE):
+        xs, ys = a[at:at + JSON_SLICE], b[at:at + JSON_SLICE]
+        if any(isinstance(x, dict) for x in xs):
+            same = all(map(_same_json, xs, ys))
+        else:
+            same = _canonical(xs) == _canonical(ys)
+        if not same:
+            return False
+    return True
 
 
 def _canonical(value: object) -> str:
