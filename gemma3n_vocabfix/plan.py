@@ -349,26 +349,29 @@ def _spliced_parts(path: Path, doc: bytes, merges: tuple[int, int] | None, piece
 def _json_file_if_changed(ckpt: Checkpoint, name: str, before: dict, after: dict) -> bytes | None:
     """The new content of the JSON file `name` (parsed as `before`, renumbered to `after`), None when unchanged:
     spliced into the input's bytes, so that its formatting is kept and a large file (tokenizer_config.json's
-    6.7k added tokens) is not re-serialised; written whole (dump_json) when the file no longer parses to
-    `before` or the splice cannot be proved."""
-    if _same_json(before, after):
+    6.7k added tokens) is not re-serialised. Written whole: in the input's style (dump_like) when the splice
+    cannot be proved, by dump_json when the file can no longer be read or no longer parses to `before`."""
+    if _unchanged(before, after):
         return None
     try:
         doc = (ckpt.root / name).read_bytes()
-        if json.loads(doc) == before:
-            return b"".join(doc[p[0]:p[1]] if isinstance(p, tuple) else p for p in splice(doc, before, after))
-    except (OSError, ValueError, RecursionError, Unprovable):  # ValueError: JSON or UTF-8 that does not decode
-        pass
-    return dump_json(after)
+        if json.loads(doc) != before:
+            return dump_json(after)
+    except (OSError, ValueError, RecursionError):  # ValueError: JSON or UTF-8 that does not decode
+        return dump_json(after)
+    try:
+        return b"".join(doc[p[0]:p[1]] if isinstance(p, tuple) else p for p in splice(doc, before, after))
+    except Unprovable:
+        return dump_like(after, doc)
 
 
-def _same_json(before: dict, after: dict) -> bool:
+def _unchanged(before: dict, after: dict) -> bool:
     # Dict equality ignores key order, so a renumbering that moves nothing keeps the file byte for byte.
     return before == after and list(before) == list(after)
 
 
 def _json_if_changed(before: dict, after: dict) -> bytes | None:
-    return None if _same_json(before, after) else dump_json(after)
+    return None if _unchanged(before, after) else dump_json(after)
 
 
 def _index_bytes(ckpt: Checkpoint, shards: list[ShardPlan]) -> bytes | None:

@@ -207,7 +207,11 @@ def _renumber_model(model: dict, new_id: IdFn, added: dict[int, str]) -> dict:
         taken = set(moved.values())
         # tokenizers gives an added token missing from the vocabulary the next free id past the vocabulary,
         # so a vocabulary with a hole would push the token that belongs there elsewhere: fill every hole.
-        for hole in sorted(set(range(max(taken, default=-1) + 1)).difference(taken)):
+        stop = max(taken, default=-1) + 1
+        # each hole takes an added token; with more holes than those, the first one without a token raises below
+        holes = (sorted(set(range(stop)).difference(taken)) if stop - len(taken) <= len(added)
+                 else (i for i in range(stop) if i not in taken))
+        for hole in holes:
             token = _filler(added, hole)
             if token in moved:
                 raise CheckpointError(f"tokenizer.json: token {token!r} at id {hole} is also in the vocabulary "

@@ -93,56 +93,73 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
         _fsync_path(dst.parent)
     except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
         current = flusher.failed or current
-        flusher.close()
-        shutil.rmtree(stage, ignore_errors=True)
+        _remove_stage(stage, flusher)
         if link and e.errno == errno.EXDEV:
             raise OutputError(f"{dst}: --link needs OUT on the same file system as IN (hard links cannot cross file "
                               "systems); nothing was written", hint="drop --link, or put OUT beside IN") from None
         raise writing_failed(dst, e, current.relative_to(stage) if current else None) from None
     except BaseException:
-        flusher.close()
-        shutil.rmtree(stage, ignore_errors=True)
+        _remove_stage(stage, flusher)
         raise
     return stale
+
+
+def _remove_stage(stage: Path, flusher: FlushBehind) -> None:
+    """After a failure or an interrupt: the stage first (a second signal while flushes are awaited leaves nothing
+    behind), then the queued flushes dropped and the one running awaited."""
+    try:
+        shutil.rmtree(stage, ignore_errors=True)
+    finally:
+        flusher.close(cancel=True)
 
 
 class FlushBehind:
     """Flush (fsync) each written file on a background thread while the next one is written, so the disk writes one
     file's data while the kernel copies the next (as `cp` followed by `sync` would, but per file).
 
-    `flush(file)` queues a flush of an open file (a duplicate descriptor is kept, so the caller may close its own);
-    `wait()` returns once every queued file is on disk and raises the first OSError, with `failed` set to the file
-    it came from (the kernel names none: ENOSPC or EIO reported at fsync); `close()` waits without raising."""
+    `flush(file)` queues a flush of an open file (a duplicate descriptor is kept, so the caller may close its own)
+    and raises a failure of an earlier one at once; `wait()` returns once every queued file is on disk; both raise
+    the first OSError with `failed` set to the file it came from (the kernel names none: ENOSPC or EIO reported at
+    fsync). `close()` ends the thread and closes the descriptors, with `cancel` dropping flushes not yet begun."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocabfix-fsync")
-        self._queued: list[tuple[Path, Future]] = []
+        self._queued: list[tuple[Path, int, Future]] = []
         self.failed: Path | None = None
 
     def flush(self, file: BinaryIO) -> None:
+        self._raise_failure(finished_only=True)
         fd = os.dup(file.fileno())
-        self._queued.append((Path(file.name), self._pool.submit(_fsync_and_close, fd)))
+        try:
+            done = self._pool.submit(os.fsync, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._queued.append((Path(file.name), fd, done))
 
     def wait(self) -> None:
         try:
-            for path, done in self._queued:
-                try:
-                    done.result()
-                except OSError:
-                    self.failed = path
-                    raise
+            self._raise_failure(finished_only=False)
         finally:
             self.close()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def _raise_failure(self, finished_only: bool) -> None:
+        for path, _, done in self._queued:
+            if finished_only and not done.done():
+                return
+            try:
+                done.result()
+            except OSError:
+                self.failed = path
+                raise
 
-
-def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def close(self, cancel: bool = False) -> None:
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+        finally:
+            for _, fd, _ in self._queued:
+                os.close(fd)
+            self._queued.clear()
 
 
 def _fsync_file(file: BinaryIO) -> None:

@@ -348,7 +348,7 @@ def test_e4b_shaped_with_swapped_offsets(e4b, tmp_path: Path) -> None:
     rewrite plans exactly the two offsets back (vision 262144, audio 262272), nothing else."""
     src = tmp_path / "swapped"
     src.mkdir()
-    for f in e4b["released"].iterdir():  # the 14 GB of shards linked, not copied: only config.json changes
+    for f in e4b["released"].iterdir():  # the 15 GB of shards linked, not copied: only config.json changes
         (src / f.name).symlink_to(f)
     (src / "config.json").unlink()
     config = json.loads((e4b["released"] / "config.json").read_text())
