@@ -147,7 +147,7 @@ def _piece_spans(buf: bytes, required: bool = True) -> tuple[array, array, list[
 
 def _copy_pieces(buf: bytes, starts: array, ends: array, first: int, stop: int) -> list[bytes]:
     """Pieces [first, stop) as few slices as possible: one when their records are back to back."""
-    if all(ends[i] == starts[i + 1] for i in range(first, stop - 1)):
+    if ends[first:stop - 1] == starts[first + 1:stop]:  # array slices: compared at C speed
         return [buf[starts[first]:ends[stop - 1]]]
     return [buf[starts[i]:ends[i]] for i in range(first, stop)]
 
