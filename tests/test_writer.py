@@ -312,3 +312,27 @@ def test_without_copy_file_range_the_writer_reads_and_writes(extended: Path, tmp
     rewrite_checkpoint(extended, tmp_path / "elsewhere")
     for f in (tmp_path / "linux").iterdir():
         assert (tmp_path / "elsewhere" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_a_second_interrupt_while_flushes_are_awaited_leaves_no_stage(extended: Path, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """Ctrl-C mid-write, then a second Ctrl-C (or a CI runner's SIGTERM) while the queued flushes are awaited: the
+    stage is already gone, so nothing is left beside OUT."""
+    from gemma3n_vocabfix import writer
+
+    def interrupted_shard(*args, **kwargs):
+        raise KeyboardInterrupt  # the first Ctrl-C, while a shard is written
+
+    real_close = writer.FlushBehind.close
+
+    def interrupted_close(self, cancel: bool = False) -> None:
+        real_close(self, cancel)
+        if cancel:
+            raise KeyboardInterrupt  # the second, while the flushes of the files before it are awaited
+
+    monkeypatch.setattr(writer, "_write_shard", interrupted_shard)
+    monkeypatch.setattr(writer.FlushBehind, "close", interrupted_close)
+    parent = tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        rewrite_checkpoint(extended, parent / "out")
+    assert list(parent.iterdir()) == []
