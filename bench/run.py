@@ -131,7 +131,7 @@ def verify_runs(repeat: int, cmd: list[str], before=None) -> dict[str, float]:
 
 
 def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
+    sync_all()
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
@@ -380,30 +380,30 @@ def render(res: dict) -> str:
         met = value <= bound if lower_is_better else value >= bound
         return f"| {name} | {text} | {'met' if met else '**not met**'} |"
 
+    def ratio(name: str, key: str, bound: float, ours: str, theirs: str, more: str = "") -> str:
+        """A target on the ratio `key`: shown with the two medians it divides."""
+        return target(name, g(key), bound, f"{_x(g(key))} ({_s(g(ours))} vs {_s(g(theirs))}{more})")
+
     lines += ["## Targets (issue 10)", "", "| target | measured in this run | |", "|---|---|---|"]
     if e4b:
         lines += [
-            target("copy mode ≤ 1.05 × `cp -r`, E4B shape", g("rewrite_e4b_over_copy"), 1.05,
-                   f"{_x(g('rewrite_e4b_over_copy'))} ({_s(g('rewrite_e4b_median_s'))} vs "
-                   f"{_s(g('e4b_copy_median_s'))})"),
-            target("… against `cp -r` + fsync (the same durability)", g("rewrite_e4b_over_copy_sync"), 1.05,
-                   f"{_x(g('rewrite_e4b_over_copy_sync'))} ({_s(g('rewrite_e4b_median_s'))} vs "
-                   f"{_s(g('e4b_copy_sync_median_s'))})")]
+            ratio("copy mode ≤ 1.05 × `cp -r`, E4B shape", "rewrite_e4b_over_copy", 1.05, "rewrite_e4b_median_s",
+                  "e4b_copy_median_s"),
+            ratio("… against `cp -r` + fsync (the same durability)", "rewrite_e4b_over_copy_sync", 1.05,
+                  "rewrite_e4b_median_s", "e4b_copy_sync_median_s")]
     else:
         lines.append(f"| copy mode ≤ 1.05 × `cp -r`, E4B shape | {g('e4b_copies', 'not measured')} | — |")
     lines += [
-        target("copy mode ≤ 1.3 × `cp -r`, 1.45 GB checkpoint", g("rewrite_over_copy"), 1.3,
-               f"{_x(g('rewrite_over_copy'))} ({_s(g('rewrite_median_s'))} vs {_s(g('copy_median_s'))})"),
-        target("… against `cp -r` + fsync", g("rewrite_over_copy_sync"), 1.3,
-               f"{_x(g('rewrite_over_copy_sync'))} ({_s(g('rewrite_median_s'))} vs {_s(g('copy_sync_median_s'))})")]
+        ratio("copy mode ≤ 1.3 × `cp -r`, 1.45 GB checkpoint", "rewrite_over_copy", 1.3, "rewrite_median_s",
+              "copy_median_s"),
+        ratio("… against `cp -r` + fsync", "rewrite_over_copy_sync", 1.3, "rewrite_median_s", "copy_sync_median_s")]
     if e4b:
         lines += [
-            target("`--link` ≤ 1.1 × copying only the files that change, E4B shape", g("link_over_changed_copy"), 1.1,
-                   f"{_x(g('link_over_changed_copy'))} ({_s(g('rewrite_e4b_link_median_s'))} vs "
-                   f"{_s(g('e4b_changed_copy_median_s'))}; {_x(g('link_over_e4b_copy'))} of `cp -r` of it all)"),
-            target("… against that copy + fsync", g("link_over_changed_copy_sync"), 1.1,
-                   f"{_x(g('link_over_changed_copy_sync'))} ({_s(g('rewrite_e4b_link_median_s'))} vs "
-                   f"{_s(g('e4b_changed_copy_sync_median_s'))})")]
+            ratio("`--link` ≤ 1.1 × copying only the files that change, E4B shape", "link_over_changed_copy", 1.1,
+                  "rewrite_e4b_link_median_s", "e4b_changed_copy_median_s",
+                  f"; {_x(g('link_over_e4b_copy'))} of `cp -r` of it all"),
+            ratio("… against that copy + fsync", "link_over_changed_copy_sync", 1.1, "rewrite_e4b_link_median_s",
+                  "e4b_changed_copy_sync_median_s")]
     peaks = {"`inspect`": g("inspect_e4b_peak_rss_MiB"), "`--help`": g("help_peak_rss_MiB"),
              "`rewrite --dry-run`": g("rewrite_e4b_dry_run_peak_rss_MiB"), "`rewrite`": g("rewrite_e4b_peak_rss_MiB"),
              "`rewrite --link`": g("rewrite_e4b_link_peak_rss_MiB"), "`verify`": g("verify_e4b_link_peak_rss_MiB")}
