@@ -400,7 +400,7 @@ def remap_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, id
         current = None
         (stage / STAGE_MARKER).unlink()
         _fsync_folders(stage)
-        _publish(stage, dst, force)
+        move_into_place(stage, dst, force, check_replaceable)  # with this command's own --force rule
         _fsync_path(dst.parent)
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
@@ -541,8 +541,3 @@ def _columns(src, remap: _Remap) -> bytes:
     out = np.ascontiguousarray(a[:, cols])
     out[:, np.concatenate(zero) if zero else np.zeros(0, bool)] = 0
     return out.tobytes()
-
-
-def _publish(stage: Path, dst: Path, force: bool) -> None:
-    """The finished stage becomes OUT (writer.move_into_place, with this command's --force rule)."""
-    move_into_place(stage, dst, force, check_replaceable)

@@ -315,9 +315,7 @@ class _Splicer:
                 self._item_at(c, k, at, depth)
                 if self.ws(c.ends[k]) != pos:
                     raise Unprovable(f"the item before byte {pos} does not end there")
-                before = at - 1
-                while before > start and doc[before] in _WS_BYTES:
-                    before -= 1
+                before = self._blank_before(at, start)
                 if doc[before:before + 1] != (b"," if k > 0 else opening) or (k == 0 and before != start):
                     raise Unprovable(f"unexpected byte before the item at {at}")
                 pos = before

@@ -144,8 +144,8 @@ def render_rewrite_text(report: RewriteReport, console: Console) -> None:
 def render_rewrite_github(report: RewriteReport, out: TextIO) -> None:
     """One ::notice workflow command saying what the rewrite did."""
     verb = "would write" if report.dry_run else "wrote"
-    out.write(f"::notice title=vocabfix rewrite::{_gh_data(f'{report.source}: {rewrite_headline(report)}; {verb} ')}"
-              f"{_gh_data(str(report.destination))}\n")
+    out.write(github_notice("vocabfix rewrite", f"{report.source}: {rewrite_headline(report)}; {verb} "
+                                                f"{report.destination}"))
 
 
 def commit_message(report: RewriteReport, source: str) -> tuple[str, str]:
@@ -400,4 +400,4 @@ def render_verify_github(report: VerifyReport, out: TextIO) -> None:
     if report.load is not None and not report.load.get("ok"):
         out.write(f"::error title=vocabfix verify --load::{_gh_data(_load_line(report.load))}\n")
     if report.ok:
-        out.write(f"::notice title=vocabfix verify::{_gh_data(f'{report.output}: {verify_summary(report)}')}\n")
+        out.write(github_notice("vocabfix verify", f"{report.output}: {verify_summary(report)}"))

@@ -207,11 +207,10 @@ def _renumber_model(model: dict, new_id: IdFn, added: dict[int, str]) -> dict:
         taken = set(moved.values())
         # tokenizers gives an added token missing from the vocabulary the next free id past the vocabulary,
         # so a vocabulary with a hole would push the token that belongs there elsewhere: fill every hole.
-        stop = max(taken, default=-1) + 1
-        # each hole takes an added token; with more holes than those, the first one without a token raises below
-        holes = (sorted(set(range(stop)).difference(taken)) if stop - len(taken) <= len(added)
-                 else (i for i in range(stop) if i not in taken))
-        for hole in holes:
+        # each hole takes an added token, so the (len(added) + 1)-th hole at the latest raises below; the k-th hole
+        # lies below len(taken) + k, so no hole past that bound is ever reached (an id may be huge: a broken file)
+        stop = min(max(taken, default=-1) + 1, len(taken) + len(added) + 1)
+        for hole in sorted(set(range(stop)).difference(taken)):
             token = _filler(added, hole)
             if token in moved:
                 raise CheckpointError(f"tokenizer.json: token {token!r} at id {hole} is also in the vocabulary "

@@ -89,7 +89,7 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
             check(stage)
         (stage / STAGE_MARKER).unlink()
         _fsync_folders(stage)
-        _move_into_place(stage, dst, force)
+        move_into_place(stage, dst, force, check_replaceable)
         _fsync_path(dst.parent)
     except OSError as e:  # disk full, I/O error, a file vanishing under us: nothing may be left behind
         current = flusher.failed or current
@@ -279,10 +279,6 @@ def _write_parts(parts: list[bytes | SourceBytes], target: Path, flush: Callable
             else:
                 _write_all(out, part)
         flush(out)
-
-
-def _move_into_place(stage: Path, dst: Path, force: bool) -> None:
-    move_into_place(stage, dst, force, check_replaceable)
 
 
 def move_into_place(stage: Path, dst: Path, force: bool, replaceable: Callable[[Path], None]) -> None:
