@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,22 @@ class Plan:
     files: list[FileOutput]
     changes: list[FieldChange] = field(default_factory=list)
     init: Init = MEAN
+    later: Future | None = field(default=None, repr=False)  # more of `files`, still being computed (make_plan)
+
+    def settle(self) -> list[FileOutput]:
+        """Wait for the outputs make_plan computes in the background (the tokenizer files), add them to `files` and
+        return them ([] when there are none left). Raises what computing them raised (CheckpointError)."""
+        if self.later is None:
+            return []
+        settled = self.later.result()
+        self.later = None
+        self.files += settled
+        return settled
+
+    def raise_if_failed(self) -> None:
+        """Raise now what the background outputs raised, if they are done; never waits."""
+        if self.later is not None and self.later.done():
+            self.later.result()
 
     def __repr__(self) -> str:
         tables = [t.name for t in self.changed_tables]
@@ -130,17 +147,22 @@ class Plan:
 
     @property
     def rewritten_files(self) -> list[str]:
+        self.settle()
         return ([f.name for f in self.files if f.parts is not None]
                 + [s.name for s in self.shards if s.changed])
 
 
-def make_plan(ckpt: Checkpoint, layout: Layout, init: Init = MEAN) -> Plan:
+def make_plan(ckpt: Checkpoint, layout: Layout, init: Init = MEAN, *, background: bool = False) -> Plan:
     """What every output file is made of: changed tables as row segments, rewritten small files as bytes, every
     other file copied. Opens no file: the tokenizer files and the previous record come with `ckpt` (and `init` was
     resolved by `resolve_init`).
 
+    `background`: renumber the tokenizer files on a thread, for a writer that copies the shards meanwhile (most of
+    the rewrite's fixed cost on Gemma's 262k-token files: the kernel copies while Python renumbers); they join
+    `files` at `Plan.settle`, which also raises their errors.
+
     Raises LayoutError when new rows cannot be initialised (an integer table, or a table with no text rows) and
-    CheckpointError when a tokenizer file cannot be renumbered.
+    CheckpointError when a tokenizer file cannot be renumbered (at `settle` with `background`).
     """
     if layout.is_consistent:
         return Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards],
@@ -151,14 +173,30 @@ def make_plan(ckpt: Checkpoint, layout: Layout, init: Init = MEAN) -> Plan:
     shards = [ShardPlan(_rel(ckpt, s.path), s, {t.name: changed_tables[t.name] for t in s.tensors
                                                 if t.name in changed_tables})
               for s in ckpt.weights.shards]
-    outputs, changes = rewrite_small_files(ckpt, layout)
+    outputs, changes = rewrite_config_files(ckpt, layout)
     outputs[INDEX_NAME] = _index_bytes(ckpt, shards)
     plan = Plan(ckpt, layout, tables, shards, [], changes, init)
     outputs[RECORD_NAME] = dump_json(_record(plan))
-    names = [n for n in ckpt.files if not _is_shard(ckpt, n) and outputs.get(n) is None]
-    plan.files = [FileOutput(n) for n in names] + [FileOutput(n, c if isinstance(c, list) else [c])
-                                                   for n, c in outputs.items() if c is not None]
+    later = [n for n in ckpt.files if n in TOKENIZER_FILES]
+    plan.files = _file_outputs([n for n in ckpt.files if not _is_shard(ckpt, n) and n not in later], outputs)
+    if background:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="vocabfix-tokenizer")
+        plan.later = pool.submit(_tokenizer_outputs, ckpt, layout, later)
+        pool.shutdown(wait=False)  # the thread ends with its one task
+    else:
+        plan.files += _tokenizer_outputs(ckpt, layout, later)
     return plan
+
+
+def _tokenizer_outputs(ckpt: Checkpoint, layout: Layout, names: list[str]) -> list[FileOutput]:
+    return _file_outputs(names, rewrite_tokenizer_files(ckpt, layout))
+
+
+def _file_outputs(names: list[str], outputs: dict[str, bytes | list | None]) -> list[FileOutput]:
+    """A FileOutput for each of `names` (an input file): copied where `outputs` has no new content for it; then
+    one for each new file in `outputs` (the record)."""
+    copied = [FileOutput(n) for n in names if outputs.get(n) is None]
+    return copied + [FileOutput(n, c if isinstance(c, list) else [c]) for n, c in outputs.items() if c is not None]
 
 
 def _rel(ckpt: Checkpoint, path: Path) -> str:
@@ -239,8 +277,14 @@ def resolve_init(init: str | Init, layout: Layout, tokenizer_json: Path | None, 
     return Init("subtoken", parsed.reinit, pieces=pieces, texts=texts)
 
 
-def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
+def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | list | None], list[FieldChange]]:
     """New contents of the JSON and tokenizer files; None for a file whose content does not change."""
+    out, changes = rewrite_config_files(ckpt, layout)
+    return {**out, **rewrite_tokenizer_files(ckpt, layout)}, changes
+
+
+def rewrite_config_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, bytes | None], list[FieldChange]]:
+    """New config.json and generation_config.json (None: unchanged), and the fields that change."""
     config, changes = rewrite_config(ckpt.config, layout)
     out: dict[str, bytes | None] = {"config.json": _json_file_if_changed(ckpt, "config.json", ckpt.config, config)}
     if ckpt.generation_config is not None:
@@ -248,7 +292,13 @@ def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, byt
         out["generation_config.json"] = _json_file_if_changed(ckpt, "generation_config.json",
                                                               ckpt.generation_config, gen)
         changes += gen_changes
+    return out, changes
+
+
+def rewrite_tokenizer_files(ckpt: Checkpoint, layout: Layout) -> dict[str, bytes | list | None]:
+    """New contents of the tokenizer files that hold ids (None: unchanged); tokenizer.json as parts."""
     tokenizer = renumber_tokenizer_files(ckpt, layout.id_map, layout.tokenizer.added, layout.new_text_size)
+    out: dict[str, bytes | list | None] = {}
     for name, after in tokenizer.items():
         if name == "tokenizer.json":
             out[name] = _tokenizer_json_parts(ckpt, after)
@@ -256,12 +306,13 @@ def rewrite_small_files(ckpt: Checkpoint, layout: Layout) -> tuple[dict[str, byt
             out[name] = after if after != ckpt.sentencepiece else None
         else:
             out[name] = _json_file_if_changed(ckpt, name, _TOKENIZER_JSON_FILES[name](ckpt), after)
-    return out, changes
+    return out
 
 
 _TOKENIZER_JSON_FILES = {"tokenizer.json": lambda c: c.tokenizer_json,
                          "tokenizer_config.json": lambda c: c.tokenizer_config,
                          "added_tokens.json": lambda c: c.added_tokens}
+TOKENIZER_FILES = (*_TOKENIZER_JSON_FILES, SENTENCEPIECE_FILE)  # the files renumber_tokenizer_files may rewrite
 
 
 def renumber_tokenizer_files(ckpt: Checkpoint, new_id: IdMap, added: dict[int, str],

@@ -141,7 +141,9 @@ def rewrite_checkpoint(src: str | Path, dst: str | Path, *, dry_run: bool = Fals
     ckpt = read_checkpoint(src, merges=False)
     layout = checked_layout(ckpt, strategy=strategy, slots=slots)
     resolved = parsed if layout.is_consistent else resolve_init(parsed, layout, src / "tokenizer.json")
-    plan = make_plan(ckpt, layout, resolved)
+    plan = make_plan(ckpt, layout, resolved, background=not dry_run)
+    if dry_run:
+        plan.settle()
     proof: list[VerifyReport] = []
 
     def check(stage: Path) -> None:

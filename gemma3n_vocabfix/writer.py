@@ -21,8 +21,7 @@ from typing import BinaryIO
 
 from .checkpoint import RECORD_NAME
 from .errors import OutputError
-from .init_rows import RowMaker, from_float, to_float
-from .plan import Plan, ShardPlan, SourceBytes
+from .plan import FileOutput, Plan, ShardPlan, SourceBytes
 from .rows import CopyRows, InitRows, PadRow, TablePlan
 from .safetensors_header import encode_header
 
@@ -65,15 +64,10 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     current = None  # the file being written: named when the error does not name one (ENOSPC, EIO from a write)
     flusher = FlushBehind()
     try:
-        src = plan.checkpoint.root
-        for f in plan.files:
-            target = current = stage / f.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if f.parts is None:
-                _copy_file(src / f.name, target, flush=flusher.flush)
-            else:
-                _write_parts(f.parts, target, flusher.flush)
+        for f in list(plan.files):
+            _write_file(plan, f, current := stage / f.name, flusher)
         for shard in plan.shards:
+            plan.raise_if_failed()
             target = current = stage / shard.name
             target.parent.mkdir(parents=True, exist_ok=True)
             if shard.changed:
@@ -83,6 +77,8 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
                 progress(shard.source.file_size)
             else:
                 _copy_file(shard.source.path, target, progress, flusher.flush)
+        for f in plan.settle():  # the tokenizer files, renumbered while the shards were copied
+            _write_file(plan, f, current := stage / f.name, flusher)
         current = None
         flusher.wait()
         if check is not None:
@@ -102,6 +98,15 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
         _remove_stage(stage, flusher)
         raise
     return stale
+
+
+def _write_file(plan: Plan, f: FileOutput, target: Path, flusher: FlushBehind) -> None:
+    """Write (or copy) one file other than a shard to `target` in the stage."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if f.parts is None:
+        _copy_file(plan.checkpoint.root / f.name, target, flush=flusher.flush)
+    else:
+        _write_parts(f.parts, target, flusher.flush)
 
 
 def _remove_stage(stage: Path, flusher: FlushBehind) -> None:
@@ -382,6 +387,7 @@ def _write_table(src: BinaryIO, out: BinaryIO, table: TablePlan, progress: Progr
             src.seek(table.source.start)
             _repeat_row(out, src.read(row_bytes), seg.count, progress)
         elif isinstance(seg, InitRows):
+            from .init_rows import RowMaker, from_float  # numpy: imported only by a rewrite that makes rows
             maker = maker or RowMaker(table, table_reader(src, table))
             for values in maker.rows(seg):
                 data = from_float(values, table.source.dtype)
@@ -391,6 +397,7 @@ def _write_table(src: BinaryIO, out: BinaryIO, table: TablePlan, progress: Progr
 
 def table_reader(src: BinaryIO, table: TablePlan):
     """read(first, count): `count` input rows of the table from `first` on, as float32 (float64 for F64)."""
+    from .init_rows import to_float
     info = table.source
 
     def read(first: int, count: int):
@@ -436,13 +443,3 @@ def _repeat_row(out: BinaryIO, row: bytes, count: int, progress: ProgressFn) -> 
         _write_all(out, row * n)
         progress(len(row) * n)
         count -= n
-
-
-# --- kept for callers of the names before init_rows.py -------------------------------------------------------
-
-_to_float, _from_float32 = to_float, from_float
-
-
-def mean_of_rows(src: BinaryIO, table: TablePlan) -> bytes:
-    """Mean of the first `table.mean_of_rows` rows, cast to the table's dtype (init_rows.RowMaker.mean_row)."""
-    return from_float(RowMaker(table, table_reader(src, table)).mean_row(), table.source.dtype)

@@ -25,6 +25,7 @@ from fixtures.helpers import (
     V,
     assert_one_line_error,
     edit_json,
+    hash_tree,
     invoke,
     numpy_tensors,
     read_json,
@@ -345,3 +346,23 @@ def test_fix_model_unused_in_memory(base_factory, tmp_path):
                                           trained)
     assert [result.id_map(i) for i in (640, 641, 642, 6, 5, 650 - 1)] == [6, 7, 8, None, 5, 649]
     _in_memory_checks(model, result, base, tmp_path)
+
+
+def test_a_tokenizer_that_cannot_be_renumbered_fails_before_anything_is_published(tmp_path):
+    """The tokenizer files are renumbered on a thread while the shards are copied (plan.make_plan background): a
+    failure there (here the post-processor names a slot the rewrite gives away) is still one line and exit 2, with
+    neither OUT nor a stage left behind; with --dry-run the API call itself raises it."""
+    from gemma3n_vocabfix.errors import CheckpointError
+
+    src = _build(tmp_path)
+    tokenizer = json.loads((src / "tokenizer.json").read_text())
+    tokenizer["post_processor"] = {"type": "TemplateProcessing", "single": [], "pair": [], "special_tokens": {
+        "<unused4>": {"id": "<unused4>", "ids": [14], "tokens": ["<unused4>"]}}}
+    (src / "tokenizer.json").write_text(json.dumps(tokenizer))
+    before = hash_tree(src)
+    result = invoke("rewrite", src, tmp_path / "out", "--strategy", "unused", "--slots", "14,11,17")
+    assert_one_line_error(result, "post_processor", "names id 14")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ext"]  # no OUT, no stage
+    assert hash_tree(src) == before
+    with pytest.raises(CheckpointError, match="names id 14"):
+        rewrite_checkpoint(src, tmp_path / "out", strategy="unused", slots=[14, 11, 17], dry_run=True)
