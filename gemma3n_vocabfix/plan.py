@@ -1,4 +1,5 @@
-"""Plan a rewrite: what every output file is made of, computed before a byte is written.
+"""Plan a rewrite: what every output file is made of, computed before a byte is written (but for the tokenizer
+files, which a rewrite lets a thread renumber while the writer copies the shards: make_plan's `background`).
 
 `rewrite --dry-run` renders the plan; writer.py executes it.
 """
@@ -73,7 +74,8 @@ class FileOutput:
 
 @dataclass
 class Plan:
-    """A complete rewrite, computed before a byte is written: what `--dry-run` shows and `write_plan` executes."""
+    """A complete rewrite: what `--dry-run` shows and `write_plan` executes. Computed before a byte is written, but
+    for `later` (the tokenizer files, when make_plan ran them in the background), which `settle` waits for."""
 
     checkpoint: Checkpoint
     layout: Layout

@@ -26,6 +26,9 @@ from .rows import CopyRows, InitRows, PadRow, TablePlan
 from .safetensors_header import encode_header
 
 CHUNK_BYTES = 16 * 1024 * 1024
+# copy_file_range moves bytes in the kernel, so its chunks cost no memory: large ones return to Python (and wait for
+# the GIL while the tokenizer files are renumbered on a thread) less often
+KERNEL_CHUNK_BYTES = 128 * 1024 * 1024
 ProgressFn = Callable[[int], None]
 
 
@@ -47,6 +50,8 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
                check: Callable[[Path], None] | None = None, link: bool = False) -> list[Path]:
     """Write `plan` to `dst`: every file into a hidden stage folder beside it, each flushed to disk (fsync), the
     folder flushed, then one rename, then the parent folder flushed: after a crash OUT is either absent or complete.
+    The small files come first, then the shards, then the files of `plan.settle()` (the tokenizer files, renumbered
+    on a thread meanwhile; what that raised is raised between shards or there).
 
     A stage folder left beside `dst` by a killed run (recognised by its marker, whose process is gone) is removed
     first; returns those removed. On any failure or interrupt the stage is removed and an existing `dst` (with
@@ -409,12 +414,11 @@ def table_reader(src: BinaryIO, table: TablePlan):
 def _copy_range(src: BinaryIO, out: BinaryIO, offset: int, length: int, progress: ProgressFn) -> None:
     done = 0
     while done < length:
-        n = min(CHUNK_BYTES, length - done)
         try:
-            copied = _kernel_copy(src.fileno(), out.fileno(), n, offset + done)
+            copied = _kernel_copy(src.fileno(), out.fileno(), min(KERNEL_CHUNK_BYTES, length - done), offset + done)
         except OSError:  # not supported across these file systems (or not Linux): plain reads and writes
             src.seek(offset + done)
-            copied = _write_all(out, src.read(n))
+            copied = _write_all(out, src.read(min(CHUNK_BYTES, length - done)))
         if copied <= 0:
             raise OSError(f"short copy from {src.name} at byte {offset + done}")
         done += copied
