@@ -167,8 +167,7 @@ def make_plan(ckpt: Checkpoint, layout: Layout, init: Init = MEAN, *, background
     CheckpointError when a tokenizer file cannot be renumbered (at `settle` with `background`).
     """
     if layout.is_consistent:
-        return Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards],
-                    [FileOutput(name) for name in ckpt.files if not _is_shard(ckpt, name)], init=init)
+        return _copy_plan(ckpt, layout, init)
     tables = [plan_table(t, layout, init) for t in layout.tables]
     check_initialisable(tables)
     changed_tables = {t.name: t for t in tables if t.changed}
@@ -187,6 +186,18 @@ def make_plan(ckpt: Checkpoint, layout: Layout, init: Init = MEAN, *, background
         pool.shutdown(wait=False)  # the thread ends with its one task
     else:
         plan.files += _tokenizer_outputs(ckpt, layout, later)
+    return plan
+
+
+def _copy_plan(ckpt: Checkpoint, layout: Layout, init: Init) -> Plan:
+    """Nothing to re-lay-out: every file copied. But an earlier rewrite's vocabfix.json would then claim to be the
+    record of this one (`verify`, `remap-ids --map OUT` would apply its id map again): it is replaced by this
+    rewrite's record, the identity map, with the earlier one kept under "previous"."""
+    plan = Plan(ckpt, layout, [], [ShardPlan(_rel(ckpt, s.path), s, {}) for s in ckpt.weights.shards], [], init=init)
+    earlier = RECORD_NAME in ckpt.files
+    plan.files = [FileOutput(n) for n in ckpt.files if not _is_shard(ckpt, n) and not (earlier and n == RECORD_NAME)]
+    if earlier:
+        plan.files.append(FileOutput(RECORD_NAME, [dump_json(_record(plan))]))
     return plan
 
 

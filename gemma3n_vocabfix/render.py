@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
+from .checkpoint import RECORD_NAME
 from .findings import BLOCKS_REWRITE, Severity, show
 from .layout import IdKind
 
@@ -102,8 +103,10 @@ def render_rewrite_text(report: RewriteReport, console: Console) -> None:
     plan = report.plan
     if not report.changed:
         verb = "would copy" if report.dry_run else "copied"
+        record = " (its vocabfix.json replaced by this rewrite's: every id kept)" if any(
+            f.name == RECORD_NAME and f.parts is not None for f in plan.files) else ""
         console.print(f"[green]Nothing to change:[/] {safe(report.source)} already has the layout stock "
-                      f"transformers accepts; {verb} it unchanged to {safe(report.destination)}.")
+                      f"transformers accepts; {verb} it unchanged to {safe(report.destination)}{record}.")
         return
     console.print(_layout_table(report))
     headline = rewrite_headline(report)

@@ -129,6 +129,26 @@ def test_an_out_without_record_must_be_a_byte_copy(tmp_path: Path) -> None:
     assert not data["ok"] and data["differences"][0]["file"] == SHARD2
 
 
+def test_a_rewrite_of_a_rewrite_records_itself(tmp_path: Path) -> None:
+    """Rewriting an earlier output changes nothing, but OUT must not carry the earlier vocabfix.json as its record:
+    verify would check (and remap-ids --map would apply) the earlier id map a second time. OUT's record is the
+    identity, the earlier one under "previous"; verify proves it, and remapped ids stay where they are."""
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    first, second = tmp_path / "first", tmp_path / "second"
+    rewrite_checkpoint(src, first)
+    report = rewrite_checkpoint(first, second, verify=True)
+    assert not report.changed and report.verified.ok
+    record = json.loads((second / "vocabfix.json").read_text())
+    assert record["previous"] == json.loads((first / "vocabfix.json").read_text())
+    assert verify(first, second)["ok"]
+    ids = list(range(T + len(NEW) + V + A))
+    data = tmp_path / "ids.jsonl"
+    data.write_text(json.dumps({"input_ids": ids}) + "\n")
+    result = invoke("remap-ids", data, tmp_path / "remapped.jsonl", "--map", second)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "remapped.jsonl").read_text())["input_ids"] == ids
+
+
 # --- each kind of difference, named ------------------------------------------------------------------------------
 
 
