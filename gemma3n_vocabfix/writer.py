@@ -187,19 +187,40 @@ def writing_failed(dst: Path, e: OSError, current: Path | str | None) -> OutputE
 
 
 def remove_stale_stages(dst: Path) -> list[Path]:
-    """Stage folders beside `dst` that vocabfix made (marker inside) for a process that no longer runs: removed."""
+    """Stage folders beside `dst` that vocabfix made for a process that no longer runs: removed. Ours means a marker
+    inside, or (a run killed before it wrote one) an empty folder; the pid is the marker's, else the name's."""
     removed = []
     for stage in dst.parent.glob(f".{_glob_escape(dst.name)}.*{STAGE_SUFFIX}") if dst.parent.is_dir() else ():
         marker = stage / STAGE_MARKER
         try:
             pid = int(marker.read_text().strip())
-        except (OSError, ValueError):
-            continue  # not ours, or finished (no marker): leave it
-        if _alive(pid):
+        except ValueError:  # killed before the pid was written
+            pid = _pid_in_name(stage)
+        except OSError:  # no marker: not ours, or finished; only an empty folder of ours is removed (rmdir)
+            pid = _pid_in_name(stage)
+            if pid is None or _alive(pid) or not _removed_if_empty(stage):
+                continue
+            removed.append(stage)
+            continue
+        if pid is None or _alive(pid):
             continue
         shutil.rmtree(stage, ignore_errors=True)
         removed.append(stage)
     return removed
+
+
+def _pid_in_name(stage: Path) -> int | None:
+    """The pid _make_stage put in a stage folder's name (`.OUT.PID-RANDOM.vocabfix-partial`), if any."""
+    pid, sep, _ = stage.name.removesuffix(STAGE_SUFFIX).rpartition(".")[2].partition("-")
+    return int(pid) if sep and pid.isascii() and pid.isdigit() else None
+
+
+def _removed_if_empty(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def _glob_escape(name: str) -> str:
@@ -222,7 +243,8 @@ def _make_stage(dst: Path) -> Path:
     other users)."""
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        stage = dst.parent / f".{dst.name}.{secrets.token_hex(4)}{STAGE_SUFFIX}"
+        # the pid in the name too: a run killed between mkdir and the marker's write leaves it to be cleaned up
+        stage = dst.parent / f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}{STAGE_SUFFIX}"
         stage.mkdir()
         (stage / STAGE_MARKER).write_text(f"{os.getpid()}\n")
     except OSError as e:

@@ -264,6 +264,30 @@ def test_partial_output_of_a_killed_run_is_removed_by_the_next(extended: Path, t
     assert not (tmp_path / "out" / ".vocabfix-stage").exists()
 
 
+def test_a_run_killed_before_its_marker_was_written_is_cleaned_up(extended: Path, tmp_path: Path) -> None:
+    """SIGKILL between the stage's mkdir and the marker's write (a window that grows while another thread holds the
+    GIL) leaves an empty folder or an empty marker: the pid in the stage's name says whether its run is gone. Only
+    an empty folder is removed without a marker; a live run's stage and anything with content but no marker stay."""
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    empty_folder = tmp_path / f".out.{dead}-deadbeef.vocabfix-partial"
+    empty_marker = tmp_path / f".out.{dead}-feedface.vocabfix-partial"
+    with_content = tmp_path / f".out.{dead}-cafecafe.vocabfix-partial"  # no marker but content: not provably ours
+    live = tmp_path / f".out.{os.getpid()}-0badf00d.vocabfix-partial"
+    for folder in (empty_folder, empty_marker, with_content, live):
+        folder.mkdir()
+    (empty_marker / ".vocabfix-stage").write_text("")
+    (live / ".vocabfix-stage").write_text("")
+    (with_content / "notes.txt").write_text("mine")
+    report = rewrite_checkpoint(extended, tmp_path / "out")
+    assert sorted(report.stale_removed) == sorted([empty_folder, empty_marker])
+    assert not empty_folder.exists() and not empty_marker.exists()
+    assert (with_content / "notes.txt").read_text() == "mine" and live.is_dir()
+
+
 def test_every_output_file_and_folder_is_flushed_before_the_rename(extended: Path, tmp_path: Path,
                                                                     monkeypatch) -> None:
     from gemma3n_vocabfix import writer
