@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import Checkpoint, read_checkpoint
+from .checkpoint import Checkpoint, list_files, read_checkpoint
 from .errors import OutputError, RewriteRefused, VerificationFailed
 from .findings import BLOCKS_REWRITE, Finding, find_problems
 from .id_map import IdMap
@@ -68,7 +68,19 @@ def check_output_path(dst: Path, *, force: bool, src: Path | None = None) -> Non
     if dst.exists() and not force:
         raise OutputError(f"{dst} already exists", hint="pass --force to replace it")
     if dst.exists() or dst.is_symlink():
+        if src is not None:
+            _check_no_link_into(src, dst)
         check_replaceable(dst)
+
+
+def _check_no_link_into(src: Path, dst: Path) -> None:
+    """Replacing OUT must not delete IN's data: refuse when a file of IN is a link to a file inside OUT."""
+    dst_r = dst.resolve()
+    for name in list_files(src):
+        target = (src / name).resolve()
+        if dst_r == target or dst_r in target.parents:
+            raise OutputError(f"{dst}: IN's {name} links to {target}, inside OUT, so replacing OUT would delete IN's "
+                              "data", hint="name a new folder for OUT")
 
 
 def check_same_file_system(src: Path, dst: Path) -> None:

@@ -194,6 +194,21 @@ def test_output_inside_input_is_refused(checkpoint: Path) -> None:
     assert not (checkpoint / "fixed").exists()
 
 
+def test_force_refuses_an_output_that_holds_the_files_the_input_links_to(checkpoint: Path, tmp_path: Path) -> None:
+    """IN made of symlinks into OUT (a folder of links next to the real checkpoint): replacing OUT would delete the
+    data IN is made of, so --force refuses in one line and both folders stay as they were."""
+    import shutil
+
+    real, links = tmp_path / "real", tmp_path / "links"
+    shutil.copytree(checkpoint, real)
+    links.mkdir()
+    for f in real.iterdir():
+        (links / f.name).symlink_to(Path("..") / "real" / f.name)
+    before = {f.name: f.read_bytes() for f in real.iterdir()}
+    assert_one_line_error(run_cli("rewrite", links, real, "--force"), "links to", "inside OUT")
+    assert {f.name: f.read_bytes() for f in real.iterdir()} == before
+
+
 def test_missing_input(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("rewrite", tmp_path / "nope", tmp_path / "out"), "not a folder")
 
