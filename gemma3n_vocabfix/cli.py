@@ -294,8 +294,13 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
     push = plan_push(report, dst, push_to_hub, private=private, source=label) if push_to_hub else None
     pushed_url = None
     if push is not None and not dry_run:
+        from .errors import HubError
         from .hub import push as push_folder
-        pushed_url = push_folder(push)
+        try:
+            pushed_url = push_folder(push)
+        except HubError as e:  # OUT is complete: say so, or the rerun meets "already exists" without knowing why
+            raise HubError(f"{e.message}; {dst} was written, only the upload failed",
+                           hint=f"upload it with 'hf upload {push.repo_id} {dst}'") from None
     from .render import render_rewrite_github, render_rewrite_text, safe, write_json
     if quiet:
         return

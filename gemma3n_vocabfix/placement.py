@@ -38,8 +38,14 @@ def parse_slots(text: str | None) -> list[int] | None:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise UsageError(f"--slots: the range {part!r} is empty", hint="write ranges low-high, e.g. 6-9")
+        if len(out) + hi - lo + 1 > MAX_SLOTS:
+            raise UsageError(f"--slots: {part!r} makes more than {MAX_SLOTS:,} ids, more than a Gemma 3n vocabulary "
+                             "holds", hint="name the <unusedN> ids to use, e.g. --slots 6-9")
         out += range(lo, hi + 1)
     return out
+
+
+MAX_SLOTS = 1 << 20  # 4x the 262,400 ids of the released vocabulary: a longer list is a typo, not a request
 
 
 def named_ids(ckpt: Checkpoint) -> set[int]:

@@ -759,7 +759,8 @@ def _remap_jsonl(f: _DataFile, target: Path, mapper: _Mapper, spec: _ColumnSpec,
             values = np.array(flat)
         except (ValueError, OverflowError, TypeError):
             values = None
-        if values is None or values.ndim != 1 or values.dtype.kind not in "iu":
+        # numpy reads true/false among integers as 1/0: JSON booleans are no ids
+        if values is None or values.ndim != 1 or values.dtype.kind not in "iu" or bool in set(map(type, flat)):
             for n, _, _, spans in chunk:  # only now, one by one: which line and column
                 for _, _, column, _, _, _, vals in spans:
                     if any(type(v) is not int for v in vals):

@@ -412,6 +412,18 @@ def test_rewrite_from_the_hub_and_push_to_the_hub(hub: FakeHub, tmp_path: Path) 
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_failed_push_says_out_was_written(hub: FakeHub, tmp_path: Path) -> None:
+    """The rewrite is complete before the upload: when the upload fails (here HF_HUB_OFFLINE), the one line says OUT
+    was written, so the rerun's "already exists" is no surprise."""
+    src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
+    out = tmp_path / "fixed"
+    proc = run_online(hub, tmp_path, "rewrite", str(src), str(out), "--push-to-hub", "me/x", offline=True)
+    err = lines(proc.stderr)
+    assert proc.returncode == 2 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{out} was written, only the upload failed" in err[0] and "hf upload me/x" in err[0]
+    assert (out / "vocabfix.json").is_file() and "me/x" not in hub.repos
+
+
 def test_push_dry_run_pushes_nothing(hub: FakeHub, tmp_path: Path) -> None:
     src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
     proc = run_online(hub, tmp_path, "rewrite", str(src), str(tmp_path / "out"), "--dry-run", "--json",

@@ -196,6 +196,8 @@ def test_one_line_errors(tok, tmp_path) -> None:
          ["column 'text' holds string, not integer ids"]),
         (["remap-ids", root / "data.jsonl", tmp_path / "o.jsonl", "--map", m, "--columns", "text"],
          ["line 1, column 'text' holds a string, not integer ids"]),
+        (["remap-ids", _write(tmp_path / "b.jsonl", '{"input_ids": [2, true, 5]}\n'), tmp_path / "ob.jsonl", "--map",
+          m], ["line 1, column 'input_ids' holds a list with a boolean, not integer ids"]),  # numpy would read 1
         (["remap-ids", root / "data.jsonl", tmp_path / "o.jsonl", "--map", m, "--columns", "ids"],
          ["no column 'ids'", "its columns: text, input_ids, labels, attention_mask, n"]),
         (["remap-ids", _write(tmp_path / "d.csv", "a,b\n1,2\n"), out, "--map", m], ["unknown format"]),

@@ -166,6 +166,7 @@ def test_cli_slots_and_dry_run(tmp_path):
     (["--slots", "10,11,41"], ["slot 41 is not a free <unusedN> token"]),  # a vision id
     (["--slots", "10,11,11"], ["slot"]),
     (["--slots", "10,x"], ["--slots: 'x' is not an id"]),
+    (["--slots", "0-99999999999999"], ["--slots: '0-99999999999999' makes more than"]),  # not built in memory
     (["--strategy", "middle"], ["unknown strategy 'middle'"]),
 ])
 def test_cli_refuses_bad_slots_in_one_line(tmp_path, args, needles):
