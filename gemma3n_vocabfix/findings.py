@@ -7,13 +7,14 @@ checkpoint with a finding in `BLOCKS_REWRITE`, with the same wording.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import Enum
 
 from .checkpoint import Checkpoint
 from .layout import IdKind, Layout, TableRole, table_role
 from .routing import route
-from .special_ids import GENERATION_KEYS, SpecialId, config_value, special_ids, token_ids
+from .special_ids import GENERATION_KEYS, SpecialId, config_value, is_token_ids, special_ids, token_ids
 from .tokenizer_files import RESAVE_TOKENIZER, Conflict
 
 
@@ -294,7 +295,10 @@ def _special_mismatch(v: SpecialId) -> Finding:
     where = "config.json" if v.config is not None else "generation_config.json"
     value = v.config if v.config is not None else v.generation
     named = ", ".join(show(t) for t in v.tokens)
-    if v.key == "eos_token_id":
+    if not is_token_ids(value):
+        effect = (f"{v.key} must be an integer token id: stock transformers compares input ids with "
+                  f"{json.dumps(value)}, which no id equals")
+    elif v.key == "eos_token_id":
         effect = f"generation does not stop at the tokenizer's eos_token {show(v.expected)} ({_where(v)})"
     elif v.key in ("image_token_id", "audio_token_id"):
         kind = v.key.split("_")[0]
@@ -307,7 +311,8 @@ def _special_mismatch(v: SpecialId) -> Finding:
     fix = (f"set {v.key} to {v.expected_id} in {where} (the tokenizer's id of {show(v.expected)})"
            if v.expected_id is not None else
            f"make the tokenizer define {show(v.expected)}, or point {v.key} at the token it should name")
-    return _finding("VF008", f"{where} says {v.key} = {value}, which the tokenizer names {named}; {effect}", fix,
+    return _finding("VF008", f"{where} says {v.key} = {json.dumps(value)}, which the tokenizer names "
+                    f"{named or 'no token'}; {effect}", fix,
                     key=v.key, value=value, tokens=list(v.tokens), expected=v.expected, expected_id=v.expected_id)
 
 

@@ -76,7 +76,9 @@ def special_ids(ckpt: Checkpoint, tokenizer: TokenizerIds) -> list[SpecialId]:
         expected_id = tokenizer.id_of(expected) if expected is not None else None
         ids = token_ids(value) + token_ids(gen_value)
         tokens = tuple(tokenizer.token(i) for i in dict.fromkeys(ids))
-        if key == "eos_token_id":
+        if not all(is_token_ids(v) for v in (value, gen_value) if v is not None):
+            agrees = False  # "301", 3.0, true: no id equals it, whatever the tokenizer says
+        elif key == "eos_token_id":
             agrees = expected_id is None or all(expected_id in token_ids(v) for v in (value, gen_value)
                                                 if v is not None)
         else:
@@ -91,6 +93,11 @@ def _names(tokenizer: TokenizerIds, token_id: int, expected: str) -> bool:
     if token is None:
         return 0 <= token_id < tokenizer.size and not tokenizer.vocab
     return token == expected
+
+
+def is_token_ids(value: object) -> bool:
+    """An int, or a non-empty list of ints: what transformers can compare input ids with (no bool, str, float)."""
+    return bool(token_ids(value)) and (not isinstance(value, list) or len(token_ids(value)) == len(value))
 
 
 def token_ids(value: object) -> list[int]:

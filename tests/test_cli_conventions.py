@@ -155,7 +155,7 @@ def test_progress_knows_its_total_and_advances_through_a_whole_shard_copy(tmp_pa
 
     from gemma3n_vocabfix import writer
     src = add_unchanged_shard(build(tmp_path / "in", text=T, vision=V, audio=A, new_tokens=NEW), rows=4096)
-    monkeypatch.setattr(writer, "CHUNK_BYTES", 64 * 1024)  # small chunks, so a 1.5 MB shard takes many steps
+    monkeypatch.setattr(writer, "KERNEL_CHUNK_BYTES", 64 * 1024)  # small chunks: a 1.5 MB shard takes many steps
 
     class Recorder:
         def __init__(self):

@@ -190,6 +190,19 @@ def test_special_id_naming_another_token(extended: Path) -> None:
     assert special["image_token_id"]["agrees"] is False and special["audio_token_id"]["agrees"] is True
 
 
+@pytest.mark.parametrize("value", [str(T + 1), float(T + 1), True, [T + 1, "x"]])
+def test_special_id_that_is_no_integer(extended: Path, value: object) -> None:
+    """"301" names the right token to a person, but stock transformers compares input ids with the value itself:
+    a VF008 error, not "agrees"."""
+    config = json.loads((extended / "config.json").read_text())
+    config["image_token_id"] = value
+    (extended / "config.json").write_text(json.dumps(config))
+    data = json.loads(invoke(extended, "--json").stdout)
+    vf008 = next(f for f in data["findings"] if f["code"] == "VF008")
+    assert vf008["details"]["key"] == "image_token_id" and "must be an integer token id" in vf008["message"]
+    assert f"set image_token_id to {T + 1} in config.json" in vf008["fix"]
+
+
 def test_generation_config_disagreeing_with_config(released: Path) -> None:
     gen = json.loads((released / "generation_config.json").read_text())
     config = json.loads((released / "config.json").read_text())
