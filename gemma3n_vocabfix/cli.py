@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -299,8 +300,9 @@ def _rewrite(src: str, dst: Path, *, dry_run: bool, force: bool, fmt: OutputForm
         try:
             pushed_url = push_folder(push)
         except HubError as e:  # OUT is complete: say so, or the rerun meets "already exists" without knowing why
+            upload = f"hf upload {push.repo_id} {shlex.quote(str(dst))}" + (" --private" if push.private else "")
             raise HubError(f"{e.message}; {dst} was written, only the upload failed",
-                           hint=f"upload it with 'hf upload {push.repo_id} {dst}'") from None
+                           hint=f"{e.hint + '; then ' if e.hint else ''}upload it with '{upload}'") from None
     from .render import render_rewrite_github, render_rewrite_text, safe, write_json
     if quiet:
         return

@@ -292,8 +292,11 @@ def _where(v: SpecialId) -> str:
 
 
 def _special_mismatch(v: SpecialId) -> Finding:
-    where = "config.json" if v.config is not None else "generation_config.json"
-    value = v.config if v.config is not None else v.generation
+    # the file whose value is wrong: config.json's, unless only generation_config.json's is no integer id
+    from_generation = v.config is None or (v.generation is not None and not is_token_ids(v.generation)
+                                           and is_token_ids(v.config))
+    where = "generation_config.json" if from_generation else "config.json"
+    value = v.generation if from_generation else v.config
     named = ", ".join(show(t) for t in v.tokens)
     if not is_token_ids(value):
         effect = (f"{v.key} must be an integer token id: stock transformers compares input ids with "

@@ -7,7 +7,9 @@ files, which a rewrite lets a thread renumber while the writer copies the shards
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,9 +103,10 @@ class Plan:
         if self.later is not None and self.later.done():
             self.later.result()
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never waits for `later`
         tables = [t.name for t in self.changed_tables]
-        return f"Plan({self.checkpoint.label!r}, changed={self.changed}, tables={tables}, files={self.rewritten_files})"
+        files = [f.name for f in self.files if f.parts is not None] + ["..."] * (self.later is not None)
+        return f"Plan({self.checkpoint.label!r}, changed={self.changed}, tables={tables}, files={files})"
 
     @property
     def changed(self) -> bool:
@@ -181,9 +184,10 @@ def make_plan(ckpt: Checkpoint, layout: Layout, init: Init = MEAN, *, background
     later = [n for n in ckpt.files if n in TOKENIZER_FILES]
     plan.files = _file_outputs([n for n in ckpt.files if not _is_shard(ckpt, n) and n not in later], outputs)
     if background:
-        pool = ThreadPoolExecutor(1, thread_name_prefix="vocabfix-tokenizer")
-        plan.later = pool.submit(_tokenizer_outputs, ckpt, layout, later)
-        pool.shutdown(wait=False)  # the thread ends with its one task
+        plan.later = Future()
+        # a daemon thread: a run that stops (an error, Ctrl-C) exits without waiting for what it no longer needs
+        threading.Thread(target=_run_into, args=(plan.later, _tokenizer_outputs, ckpt, layout, later),
+                         name="vocabfix-tokenizer", daemon=True).start()
     else:
         plan.files += _tokenizer_outputs(ckpt, layout, later)
     return plan
@@ -199,6 +203,14 @@ def _copy_plan(ckpt: Checkpoint, layout: Layout, init: Init) -> Plan:
     if earlier:
         plan.files.append(FileOutput(RECORD_NAME, [dump_json(_record(plan))]))
     return plan
+
+
+def _run_into(future: Future, fn: Callable, *args: object) -> None:
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(fn(*args))
+    except BaseException as e:  # noqa: BLE001 - handed to whoever waits for the result
+        future.set_exception(e)
 
 
 def _tokenizer_outputs(ckpt: Checkpoint, layout: Layout, names: list[str]) -> list[FileOutput]:

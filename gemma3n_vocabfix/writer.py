@@ -69,8 +69,10 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
     current = None  # the file being written: named when the error does not name one (ENOSPC, EIO from a write)
     flusher = FlushBehind()
     try:
+        written = set()
         for f in list(plan.files):
             _write_file(plan, f, current := stage / f.name, flusher)
+            written.add(f.name)
         for shard in plan.shards:
             plan.raise_if_failed()
             target = current = stage / shard.name
@@ -82,7 +84,8 @@ def write_plan(plan: Plan, dst: Path, *, force: bool = False, progress: Progress
                 progress(shard.source.file_size)
             else:
                 _copy_file(shard.source.path, target, progress, flusher.flush)
-        for f in plan.settle():  # the tokenizer files, renumbered while the shards were copied
+        plan.settle()  # the tokenizer files, renumbered while the shards were copied, join plan.files
+        for f in [f for f in plan.files if f.name not in written]:
             _write_file(plan, f, current := stage / f.name, flusher)
         current = None
         flusher.wait()
@@ -232,7 +235,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):  # OverflowError: no pid of this system: not ours, kept
         return True
     return True
 

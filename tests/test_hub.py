@@ -417,10 +417,12 @@ def test_a_failed_push_says_out_was_written(hub: FakeHub, tmp_path: Path) -> Non
     was written, so the rerun's "already exists" is no surprise."""
     src = build(tmp_path / "ext", text=T, vision=V, audio=A, new_tokens=NEW)
     out = tmp_path / "fixed"
-    proc = run_online(hub, tmp_path, "rewrite", str(src), str(out), "--push-to-hub", "me/x", offline=True)
+    proc = run_online(hub, tmp_path, "rewrite", str(src), str(out), "--push-to-hub", "me/x", "--private",
+                      offline=True)
     err = lines(proc.stderr)
     assert proc.returncode == 2 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"{out} was written, only the upload failed" in err[0] and "hf upload me/x" in err[0]
+    assert f"{out} was written, only the upload failed" in err[0]
+    assert f"hf upload me/x {out} --private" in err[0]  # the command it suggests keeps the repo private
     assert (out / "vocabfix.json").is_file() and "me/x" not in hub.repos
 
 

@@ -203,6 +203,20 @@ def test_special_id_that_is_no_integer(extended: Path, value: object) -> None:
     assert f"set image_token_id to {T + 1} in config.json" in vf008["fix"]
 
 
+def test_special_id_that_is_no_integer_in_generation_config_only(released: Path) -> None:
+    """The finding names the file whose value is wrong (generation_config.json here), not config.json's good one."""
+    gen = json.loads((released / "generation_config.json").read_text())
+    gen["pad_token_id"] = True
+    (released / "generation_config.json").write_text(json.dumps(gen))
+    config = json.loads((released / "config.json").read_text())
+    config["pad_token_id"] = 0  # the good value, in the file read first
+    (released / "config.json").write_text(json.dumps(config))
+    data = json.loads(invoke(released, "--json").stdout)
+    vf008 = next(f for f in data["findings"] if f["code"] == "VF008")
+    assert vf008["message"].startswith("generation_config.json says pad_token_id = true"), vf008["message"]
+    assert "in generation_config.json" in vf008["fix"]
+
+
 def test_generation_config_disagreeing_with_config(released: Path) -> None:
     gen = json.loads((released / "generation_config.json").read_text())
     config = json.loads((released / "config.json").read_text())

@@ -264,6 +264,33 @@ def test_partial_output_of_a_killed_run_is_removed_by_the_next(extended: Path, t
     assert not (tmp_path / "out" / ".vocabfix-stage").exists()
 
 
+def test_the_tokenizer_files_are_written_however_often_the_plan_was_settled(extended: Path, tmp_path: Path) -> None:
+    """The tokenizer files join plan.files when the background renumbering is awaited (Plan.settle); the writer
+    writes them even when someone (here a progress callback asking for the report's file list) settled the plan
+    while the shards were being written."""
+    from gemma3n_vocabfix.checkpoint import read_checkpoint
+    from gemma3n_vocabfix.layout import analyse
+    from gemma3n_vocabfix.plan import make_plan
+    from gemma3n_vocabfix.writer import write_plan
+
+    ckpt = read_checkpoint(extended, merges=False)
+    plan = make_plan(ckpt, analyse(ckpt), background=True)
+    repr(plan)
+    assert plan.later is not None  # repr never waits for (nor settles) the background work
+    asked = []
+
+    def progress(n: int) -> None:
+        if not asked:
+            asked.append(plan.rewritten_files)  # waits: settled
+
+    write_plan(plan, tmp_path / "out", progress=progress)
+    assert "tokenizer.json" in asked[0]
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "out" / name).read_bytes() != (extended / name).read_bytes(), name  # renumbered
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        {p.name for p in extended.iterdir()} | {"vocabfix.json"})
+
+
 def test_a_run_killed_before_its_marker_was_written_is_cleaned_up(extended: Path, tmp_path: Path) -> None:
     """SIGKILL between the stage's mkdir and the marker's write (a window that grows while another thread holds the
     GIL) leaves an empty folder or an empty marker: the pid in the stage's name says whether its run is gone. Only
@@ -277,7 +304,8 @@ def test_a_run_killed_before_its_marker_was_written_is_cleaned_up(extended: Path
     empty_marker = tmp_path / f".out.{dead}-feedface.vocabfix-partial"
     with_content = tmp_path / f".out.{dead}-cafecafe.vocabfix-partial"  # no marker but content: not provably ours
     live = tmp_path / f".out.{os.getpid()}-0badf00d.vocabfix-partial"
-    for folder in (empty_folder, empty_marker, with_content, live):
+    no_pid = tmp_path / ".out.99999999999999999999-x.vocabfix-partial"  # no pid of this system: kept, no error
+    for folder in (empty_folder, empty_marker, with_content, live, no_pid):
         folder.mkdir()
     (empty_marker / ".vocabfix-stage").write_text("")
     (live / ".vocabfix-stage").write_text("")
@@ -285,7 +313,7 @@ def test_a_run_killed_before_its_marker_was_written_is_cleaned_up(extended: Path
     report = rewrite_checkpoint(extended, tmp_path / "out")
     assert sorted(report.stale_removed) == sorted([empty_folder, empty_marker])
     assert not empty_folder.exists() and not empty_marker.exists()
-    assert (with_content / "notes.txt").read_text() == "mine" and live.is_dir()
+    assert (with_content / "notes.txt").read_text() == "mine" and live.is_dir() and no_pid.is_dir()
 
 
 def test_every_output_file_and_folder_is_flushed_before_the_rename(extended: Path, tmp_path: Path,
