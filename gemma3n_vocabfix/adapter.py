@@ -335,6 +335,21 @@ class AdapterReport:
 # --- the command ------------------------------------------------------------------------------------------------
 
 
+def _refuse_a_second_remap(src: Path, record) -> None:
+    """An adapter remap-adapter already wrote for this very id map (its vocabfix-adapter.json records it) would have
+    its rows moved twice: LayoutError. An identity map moves nothing, so it passes."""
+    try:
+        earlier = json.loads((src / ADAPTER_RECORD).read_bytes())
+    except (OSError, ValueError):
+        return
+    now = record.id_map.to_json()
+    moves = bool(record.id_map.dropped) or any(r["old_start"] != r["new_start"] for r in now)
+    if moves and isinstance(earlier, dict) and earlier.get("id_map") == now:
+        raise LayoutError(f"{src}: already remapped with this id map ({ADAPTER_RECORD} records it); remapping it "
+                          "again would move its rows a second time",
+                          hint="remap the adapter trained on the extended checkpoint, not its remapped copy")
+
+
 def remap_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, id_map_source: str | os.PathLike, *,
                   force: bool = False, progress: ProgressFn | None = None) -> AdapterReport:
     """Rewrite the PEFT adapter folder `adapter_dir` into `out_dir` for the checkpoint rewritten with the record
@@ -364,6 +379,7 @@ def remap_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, id
                                                                "save_pretrained writes")
     header = read_header(weights_path)
     record = read_map(id_map_source)
+    _refuse_a_second_remap(src, record)
 
     remaps, unchanged = [], 0
     for info in header.tensors:

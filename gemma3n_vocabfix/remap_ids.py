@@ -610,7 +610,8 @@ class _Mapper:
         table, neg = self._table_for(values.dtype)
         if valid is None and not self.has_dropped and lo >= -neg and hi < self.size:
             # the usual case: one gather, no mask (ids below 0 are in the table as themselves)
-            new = np.take(table[neg:], values) if lo >= 0 else np.take(table, values + neg)
+            # values + neg in a wide type: in int8, -100 + 128 would not fit
+            new = np.take(table[neg:], values) if lo >= 0 else np.take(table, values.astype(np.intp, copy=False) + neg)
         else:
             inside = (values >= 0) & (values < self.size)
             if valid is not None:

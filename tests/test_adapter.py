@@ -311,6 +311,15 @@ def test_existing_out_needs_force(case: Case, saved_adapter: Path, tmp_path: Pat
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_an_adapter_already_remapped_with_this_map_is_refused(case: Case, saved_adapter: Path, tmp_path: Path):
+    """Remapping the remapped copy again would move its rows a second time (exit 0 and wrong logits before)."""
+    once = tmp_path / "once"
+    remap(saved_adapter, once, case.out, run=invoke)
+    before = hash_tree(once)
+    assert_one_line_error(invoke("remap-adapter", once, tmp_path / "twice", "--map", case.out), "already remapped")
+    assert hash_tree(once) == before and not (tmp_path / "twice").exists()
+
+
 def test_text_output_and_help(case: Case, saved_adapter: Path, tmp_path: Path):
     result = invoke("remap-adapter", saved_adapter, tmp_path / "out", "--map", case.out / "vocabfix.json")
     assert result.exit_code == 0, result.stderr

@@ -341,12 +341,15 @@ def test_arrow_list_kinds_nulls_slices_and_scalars(tmp_path) -> None:
 
 def test_arrow_ipc_file_format_and_narrow_ints(tmp_path) -> None:
     src = tmp_path / "f.arrow"
-    table = pa.table({"input_ids": pa.array([[14, 1], [13]], pa.list_(pa.int8()))})
+    # int8 labels with -100 (and -1): the lookup of negative ids must not overflow int8 (-100 + 128)
+    table = pa.table({"input_ids": pa.array([[14, 1], [13]], pa.list_(pa.int8())),
+                      "labels": pa.array([[-100, 14], [-1]], pa.list_(pa.int8()))})
     with pa.OSFile(str(src), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
     remap_ids(src, tmp_path / "o.arrow", SHIFT)
     out = pa.ipc.open_file(pa.memory_map(str(tmp_path / "o.arrow"))).read_all()  # still the IPC file format
     assert out["input_ids"].to_pylist() == [[10, 1], [15]]
+    assert out["labels"].to_pylist() == [[-100, 10], [-1]] and out.schema == table.schema
     big = IdMap([IdRange(0, 0, 10), IdRange(10, 300, 4), IdRange(14, 10, 290)])
     with pytest.raises(Exception, match="holds int8 ids, too narrow for new id 303"):
         remap_ids(src, tmp_path / "o2.arrow", big)
