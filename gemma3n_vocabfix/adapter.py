@@ -342,9 +342,7 @@ def _refuse_a_second_remap(src: Path, record) -> None:
         earlier = json.loads((src / ADAPTER_RECORD).read_bytes())
     except (OSError, ValueError):
         return
-    now = record.id_map.to_json()
-    moves = bool(record.id_map.dropped) or any(r["old_start"] != r["new_start"] for r in now)
-    if moves and isinstance(earlier, dict) and earlier.get("id_map") == now:
+    if not record.id_map.is_identity and isinstance(earlier, dict) and earlier.get("id_map") == record.id_map.to_json():
         raise LayoutError(f"{src}: already remapped with this id map ({ADAPTER_RECORD} records it); remapping it "
                           "again would move its rows a second time",
                           hint="remap the adapter trained on the extended checkpoint, not its remapped copy")

@@ -88,15 +88,12 @@ class Plan:
     init: Init = MEAN
     later: Future | None = field(default=None, repr=False)  # more of `files`, still being computed (make_plan)
 
-    def settle(self) -> list[FileOutput]:
-        """Wait for the outputs make_plan computes in the background (the tokenizer files), add them to `files` and
-        return them ([] when there are none left). Raises what computing them raised (CheckpointError)."""
-        if self.later is None:
-            return []
-        settled = self.later.result()
-        self.later = None
-        self.files += settled
-        return settled
+    def settle(self) -> None:
+        """Wait for the outputs make_plan computes in the background (the tokenizer files) and add them to `files`.
+        Raises what computing them raised (CheckpointError)."""
+        if self.later is not None:
+            self.files += self.later.result()
+            self.later = None
 
     def raise_if_failed(self) -> None:
         """Raise now what the background outputs raised, if they are done; never waits."""

@@ -97,7 +97,8 @@ def _names(tokenizer: TokenizerIds, token_id: int, expected: str) -> bool:
 
 def is_token_ids(value: object) -> bool:
     """An int, or a non-empty list of ints: what transformers can compare input ids with (no bool, str, float)."""
-    return bool(token_ids(value)) and (not isinstance(value, list) or len(token_ids(value)) == len(value))
+    ids = token_ids(value)
+    return bool(ids) and (not isinstance(value, list) or len(ids) == len(value))
 
 
 def token_ids(value: object) -> list[int]:

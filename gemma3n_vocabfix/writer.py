@@ -194,20 +194,19 @@ def remove_stale_stages(dst: Path) -> list[Path]:
     inside, or (a run killed before it wrote one) an empty folder; the pid is the marker's, else the name's."""
     removed = []
     for stage in dst.parent.glob(f".{_glob_escape(dst.name)}.*{STAGE_SUFFIX}") if dst.parent.is_dir() else ():
-        marker = stage / STAGE_MARKER
+        marked = True
         try:
-            pid = int(marker.read_text().strip())
+            pid = int((stage / STAGE_MARKER).read_text().strip())
         except ValueError:  # killed before the pid was written
             pid = _pid_in_name(stage)
         except OSError:  # no marker: not ours, or finished; only an empty folder of ours is removed (rmdir)
-            pid = _pid_in_name(stage)
-            if pid is None or _alive(pid) or not _removed_if_empty(stage):
-                continue
-            removed.append(stage)
-            continue
+            pid, marked = _pid_in_name(stage), False
         if pid is None or _alive(pid):
             continue
-        shutil.rmtree(stage, ignore_errors=True)
+        if marked:
+            shutil.rmtree(stage, ignore_errors=True)
+        elif not _removed_if_empty(stage):
+            continue
         removed.append(stage)
     return removed
 
